@@ -1,0 +1,331 @@
+# Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
+"""MCD dual encoder for inference (SPEC §7): student image tower + text tower, two projections, a
+learnable temperature. No teacher, no MLM head: those live in `MCDForPreTraining`.
+
+This file is shipped as Hub remote code next to the weights, so it imports torch, transformers and
+`configuration_mcd` only.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.utils import ModelOutput, logging
+
+from .configuration_mcd import MCDConfig
+
+logger = logging.get_logger(__name__)
+
+
+def clip_contrastive_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy over a (T, I) similarity matrix whose diagonal holds the pairs.
+
+    Same maths as transformers' `image_text_contrastive_loss`; kept here so that this file stays
+    self-contained remote code. `modeling_mcd.losses.clip_loss` is the training-side twin.
+    """
+    targets = torch.arange(logits_per_text.shape[0], device=logits_per_text.device)
+    caption_loss = nn.functional.cross_entropy(logits_per_text, targets)
+    image_loss = nn.functional.cross_entropy(logits_per_text.t(), targets)
+    return (caption_loss + image_loss) / 2.0
+
+
+def pool_tower_output(
+    outputs: BaseModelOutputWithPooling, pooling: str, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Reduce a tower's output to one vector per sample.
+
+    Args:
+        outputs: the tower's `BaseModelOutputWithPooling`; `last_hidden_state` is (B, L, D).
+        pooling: `"pooler"` (the tower's `pooler_output`), `"cls"` (first token) or `"mean"`
+            (average over tokens whose `attention_mask` is 1, or all tokens for images).
+        attention_mask: (B, L) for text, `None` for images.
+
+    Returns:
+        (B, D) pooled features.
+    """
+    if pooling == "pooler":
+        if outputs.pooler_output is None:
+            raise ValueError("pooling='pooler' but the tower returned no pooler_output; use 'cls' or 'mean'")
+        return outputs.pooler_output
+    hidden = outputs.last_hidden_state  # (B, L, D)
+    if pooling == "cls":
+        return hidden[:, 0]
+    if attention_mask is None:
+        return hidden.mean(dim=1)
+    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, L, 1)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+def build_tower(config, pooling: str) -> PreTrainedModel:
+    """`AutoModel.from_config`, dropping the tower's pooler layer when it would be unused.
+
+    An unused pooler would leave parameters without gradients, which DDP rejects unless
+    `find_unused_parameters` is set.
+    """
+    kwargs = {}
+    model_class = AutoModel._model_mapping[type(config)]
+    if pooling != "pooler" and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
+        kwargs["add_pooling_layer"] = False
+    return AutoModel.from_config(config, **kwargs)
+
+
+@dataclass
+class MCDOutput(ModelOutput):
+    r"""
+    Output of [`MCDModel`], field for field that of transformers' `CLIPOutput`.
+
+    Args:
+        loss (`torch.Tensor` of shape `()`, *optional*, returned when `return_loss=True`):
+            CLIP's symmetric image-text contrastive loss on this batch.
+        logits_per_image (`torch.Tensor` of shape `(image_batch_size, text_batch_size)`):
+            Scaled cosine similarities, `exp(logit_scale) * image_embeds @ text_embeds.T`.
+        logits_per_text (`torch.Tensor` of shape `(text_batch_size, image_batch_size)`):
+            The transpose of `logits_per_image`.
+        text_embeds (`torch.Tensor` of shape `(batch_size, projection_dim)`): L2-normalised text embeddings.
+        image_embeds (`torch.Tensor` of shape `(batch_size, projection_dim)`): L2-normalised image embeddings.
+        text_model_output (`BaseModelOutputWithPooling`): the text tower's output.
+        vision_model_output (`BaseModelOutputWithPooling`): the image tower's output.
+    """
+
+    loss: torch.Tensor | None = None
+    logits_per_image: torch.Tensor | None = None
+    logits_per_text: torch.Tensor | None = None
+    text_embeds: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
+    text_model_output: BaseModelOutputWithPooling | None = None
+    vision_model_output: BaseModelOutputWithPooling | None = None
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
+
+
+class MCDPreTrainedModel(PreTrainedModel):
+    """Weight initialisation and the class attributes shared by the MCD models."""
+
+    config_class = MCDConfig
+    config: MCDConfig
+    base_model_prefix = "mcd"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Towers are PreTrainedModels: `initialize_weights` dispatches to their own `_init_weights`.
+        # Only what MCD adds is initialised here (CLIP's scheme: std = width**-0.5).
+        if isinstance(module, MCDModel):
+            init.normal_(module.visual_projection.weight, std=module.vision_embed_dim**-0.5)
+            init.normal_(module.text_projection.weight, std=module.text_embed_dim**-0.5)
+            init.constant_(module.logit_scale, self.config.logit_scale_init_value)
+
+
+class MCDModel(MCDPreTrainedModel):
+    r"""
+    The MCD dual encoder (the student of MCD pretraining), with the surface of transformers'
+    `CLIPModel`: `get_image_features`, `get_text_features`, and a `forward` that returns
+    `logits_per_image` for the `zero-shot-image-classification` pipeline.
+
+    The towers are plain transformers models built with `AutoModel.from_config`; nothing of ViT or
+    BERT is re-implemented here.
+    """
+
+    def __init__(
+        self,
+        config: MCDConfig,
+        vision_model: PreTrainedModel | None = None,
+        text_model: PreTrainedModel | None = None,
+    ):
+        super().__init__(config)
+        self.vision_model = vision_model if vision_model is not None else build_tower(
+            config.vision_config, config.vision_pooling
+        )
+        self.text_model = text_model if text_model is not None else build_tower(config.text_config, config.text_pooling)
+        # The towers must read the composite config's sub-configs, so that attention implementation and
+        # later edits stay in sync (as in VisionTextDualEncoderModel).
+        self.config.vision_config._attn_implementation = self.vision_model.config._attn_implementation
+        self.config.text_config._attn_implementation = self.text_model.config._attn_implementation
+        self.vision_model.config = self.config.vision_config
+        self.text_model.config = self.config.text_config
+
+        self.vision_embed_dim = config.vision_config.hidden_size
+        self.text_embed_dim = config.text_config.hidden_size
+        self.projection_dim = config.projection_dim
+        self.visual_projection = nn.Linear(self.vision_embed_dim, self.projection_dim, bias=False)
+        self.text_projection = nn.Linear(self.text_embed_dim, self.projection_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
+        self.post_init()
+
+    # ----------------------------------------------------------------------------------------- features
+    def get_image_features(
+        self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        r"""
+        Project images into the shared space (not normalised), as `CLIPModel.get_image_features` does
+        in transformers 5.
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`): normalised images.
+            interpolate_pos_encoding (`bool`, *optional*): forwarded to towers that accept it.
+
+        Returns:
+            `BaseModelOutputWithPooling` whose `pooler_output` is `(batch_size, projection_dim)`.
+        """
+        if interpolate_pos_encoding:
+            kwargs["interpolate_pos_encoding"] = True
+        vision_outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **kwargs)
+        pooled = pool_tower_output(vision_outputs, self.config.vision_pooling)  # (B, Dv)
+        vision_outputs.pooler_output = self.visual_projection(pooled)  # (B, P)
+        return vision_outputs
+
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        r"""
+        Project token ids into the shared space (not normalised).
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, seq_len)`)
+            attention_mask (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*)
+            position_ids, token_type_ids (*optional*): forwarded to the text tower when given.
+
+        Returns:
+            `BaseModelOutputWithPooling` whose `pooler_output` is `(batch_size, projection_dim)`.
+        """
+        if position_ids is not None:
+            kwargs["position_ids"] = position_ids
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        text_outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
+        pooled = pool_tower_output(text_outputs, self.config.text_pooling, attention_mask)  # (B, Dt)
+        text_outputs.pooler_output = self.text_projection(pooled)  # (B, P)
+        return text_outputs
+
+    def get_logit_scale(self) -> torch.Tensor:
+        """exp(logit_scale), with the log-scale clamped at `config.logit_scale_max` (CLIP's 100)."""
+        return self.logit_scale.clamp(max=self.config.logit_scale_max).exp()
+
+    # ------------------------------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        return_loss: bool | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> MCDOutput | tuple:
+        r"""
+        Embed images and texts and score every image against every text.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(text_batch_size, seq_len)`)
+            pixel_values (`torch.FloatTensor` of shape `(image_batch_size, 3, height, width)`)
+            attention_mask, position_ids, token_type_ids (*optional*): for the text tower.
+            return_loss (`bool`, *optional*): also return CLIP's contrastive loss (needs equal batch sizes).
+            return_dict (`bool`, *optional*): return a tuple instead of an [`MCDOutput`] when `False`.
+
+        Returns:
+            [`MCDOutput`]
+        """
+        if input_ids is None or pixel_values is None:
+            raise ValueError("MCDModel.forward needs both `input_ids` and `pixel_values`")
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        vision_outputs = self.get_image_features(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
+        text_outputs = self.get_text_features(input_ids, attention_mask, position_ids, token_type_ids)
+        image_embeds = nn.functional.normalize(vision_outputs.pooler_output, dim=-1)  # (I, P)
+        text_embeds = nn.functional.normalize(text_outputs.pooler_output, dim=-1)  # (T, P)
+
+        logits_per_text = self.get_logit_scale() * text_embeds @ image_embeds.t()  # (T, I)
+        logits_per_image = logits_per_text.t()  # (I, T)
+        loss = clip_contrastive_loss(logits_per_text) if return_loss else None
+
+        output = MCDOutput(
+            loss=loss,
+            logits_per_image=logits_per_image,
+            logits_per_text=logits_per_text,
+            text_embeds=text_embeds,
+            image_embeds=image_embeds,
+            text_model_output=text_outputs,
+            vision_model_output=vision_outputs,
+        )
+        return output if return_dict else output.to_tuple()
+
+    # ---------------------------------------------------------------------------------- constructors
+    @classmethod
+    def from_vision_text_pretrained(
+        cls,
+        vision_model_name_or_path: str,
+        text_model_name_or_path: str,
+        projection_dim: int = 512,
+        vision_pooling: str = "pooler",
+        text_pooling: str = "pooler",
+        **kwargs,
+    ) -> "MCDModel":
+        r"""
+        Build an MCD model from two pretrained towers (hub ids or local folders); the projections and
+        the temperature are newly initialised.
+
+        A CLIP checkpoint given as the vision tower contributes its `CLIPVisionModel`.
+
+        Args:
+            vision_model_name_or_path (`str`): a ViT-like model id or folder.
+            text_model_name_or_path (`str`): a BERT-like model id or folder.
+            projection_dim (`int`, *optional*, defaults to 512)
+            vision_pooling, text_pooling (`str`, *optional*, defaults to `"pooler"`)
+            kwargs: `vision_*` / `text_*` keys go to the towers' `from_pretrained` (for example
+                `text_attn_implementation="sdpa"`); the rest (`logit_scale_init_value`, ...) to `MCDConfig`.
+        """
+        vision_kwargs = {k[len("vision_") :]: kwargs.pop(k) for k in list(kwargs) if k.startswith("vision_")}
+        text_kwargs = {k[len("text_") :]: kwargs.pop(k) for k in list(kwargs) if k.startswith("text_")}
+        vision_config = AutoConfig.from_pretrained(vision_model_name_or_path)
+        if getattr(vision_config, "model_type", None) == "clip":
+            from transformers import CLIPVisionModel
+
+            vision_model = CLIPVisionModel.from_pretrained(
+                vision_model_name_or_path, config=vision_config.vision_config, **vision_kwargs
+            )
+        else:
+            vision_model = AutoModel.from_pretrained(vision_model_name_or_path, **vision_kwargs)
+        text_model = AutoModel.from_pretrained(text_model_name_or_path, **text_kwargs)
+        config = MCDConfig.from_vision_text_configs(
+            vision_model.config,
+            text_model.config,
+            projection_dim=projection_dim,
+            vision_pooling=vision_pooling,
+            text_pooling=text_pooling,
+            **kwargs,
+        )
+        model = cls(config, vision_model=vision_model, text_model=text_model)
+        logger.warning(
+            "MCDModel built from pretrained towers: visual_projection, text_projection and logit_scale are newly "
+            "initialised; train the model before using it for predictions."
+        )
+        return model
+
+    def set_tower_gradient_checkpointing(
+        self, vision: bool = True, text: bool = True, gradient_checkpointing_kwargs: dict | None = None
+    ) -> None:
+        """Switch activation checkpointing on or off for each tower separately."""
+        for tower, enabled in ((self.vision_model, vision), (self.text_model, text)):
+            if enabled:
+                tower.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+            elif tower.is_gradient_checkpointing:
+                tower.gradient_checkpointing_disable()
+
+
+__all__ = ["MCDModel", "MCDOutput", "MCDPreTrainedModel", "clip_contrastive_loss", "pool_tower_output"]
