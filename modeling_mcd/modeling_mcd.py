@@ -317,6 +317,17 @@ class MCDModel(MCDPreTrainedModel):
         )
         return model
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus the `auto_map` entry that lets the
+        `zero-shot-image-classification` pipeline load this folder with `trust_remote_code=True`
+        (it asks `AutoModelForZeroShotImageClassification`, which `register_for_auto_class` cannot add
+        next to `AutoModel`)."""
+        if self._auto_class is not None:
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map["AutoModelForZeroShotImageClassification"] = f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def set_tower_gradient_checkpointing(
         self, vision: bool = True, text: bool = True, gradient_checkpointing_kwargs: dict | None = None
     ) -> None:

@@ -1,0 +1,81 @@
+"""Shared tiny fixtures: seeded, odd-sized configs that build in milliseconds (never full-size models)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from transformers import BertConfig, BertTokenizer, ViTConfig, ViTImageProcessorPil
+
+from modeling_mcd import MCDConfig, MCDModel, MCDProcessor
+
+# Keep the 2-core CI machine responsive when several torch processes run.
+torch.set_num_threads(1)
+
+#: Words of the tiny WordPiece vocabulary: enough for prompts like "a photo of a red circle".
+TINY_WORDS = (
+    "a an the photo of drawing picture this is and with on in big small large "
+    "red green blue yellow purple orange black white circle square triangle star cross "
+    "cat dog car ship plane bird two three one . ,"
+).split()
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+TINY_IMAGE_SIZE = 30  # odd multiple of the patch size: 5 x 5 patches of 6 px
+
+
+def tiny_tokenizer() -> BertTokenizer:
+    """A real WordPiece BERT tokenizer over `TINY_WORDS` (no download)."""
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + TINY_WORDS)}
+    return BertTokenizer(vocab=vocab, do_lower_case=True)
+
+
+def tiny_config(projection_dim: int = 11, **kwargs) -> MCDConfig:
+    vision = ViTConfig(
+        hidden_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        image_size=TINY_IMAGE_SIZE,
+        patch_size=6,
+    )
+    text = BertConfig(
+        hidden_size=20,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=33,
+        vocab_size=len(SPECIAL_TOKENS) + len(TINY_WORDS),
+        max_position_embeddings=40,
+    )
+    return MCDConfig.from_vision_text_configs(vision, text, projection_dim=projection_dim, **kwargs)
+
+
+def tiny_image_processor() -> ViTImageProcessorPil:
+    return ViTImageProcessorPil(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
+
+
+@pytest.fixture
+def tiny_model() -> MCDModel:
+    torch.manual_seed(0)
+    return MCDModel(tiny_config()).eval()
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path, tiny_model) -> str:
+    """A saved MCDModel folder with its processor: what `save_pretrained` gives a user."""
+    folder = os.path.join(tmp_path, "mcd-tiny")
+    tiny_model.save_pretrained(folder)
+    MCDProcessor(image_processor=tiny_image_processor(), tokenizer=tiny_tokenizer()).save_pretrained(folder)
+    return folder
+
+
+def comparable_config(config) -> dict:
+    """`config.to_dict()` without the fields that legitimately change on save/load: where it was loaded
+    from, the `auto_map` that `save_pretrained` writes, and `dtype` (`None` until the weights are saved,
+    then the dtype they were saved in)."""
+    volatile = ("_name_or_path", "auto_map", "dtype")
+
+    def strip(d: dict) -> dict:
+        return {k: strip(v) if isinstance(v, dict) else v for k, v in d.items() if k not in volatile}
+
+    return strip(config.to_dict())
