@@ -1,0 +1,486 @@
+# Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
+"""The MCD objective (SPEC §2–§4, §6) as pure loss functions plus one composite, `MCDLoss`.
+
+The pure functions take GLOBAL, L2-normalised embeddings of shape (N, D): u = image, v = text,
+ũ = augmented image, and their teacher twins ū, v̄, ū̃. `MCDLoss` takes LOCAL embeddings, gathers
+them across processes (`modeling_mcd.distributed`) and returns every term by name.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .distributed import all_reduce_sum, gather_no_grad, gather_with_grad, world_info
+from .modeling_mcd import clip_contrastive_loss
+
+OBJECTIVES = ("clip", "mpnce", "mcd")
+AUG_NCE_SCHEDULES = ("cosine", "constant")
+# Regression of the log-ratio difference against 0 (SPEC §3, option `distill_loss`).
+_DISTILL_REGRESSIONS = {"l2": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss}
+# Clamp of 2 - 2cos before the square root: keeps d(a, a) finite AND its gradient finite (sqrt'(0) = inf).
+_MIN_SQUARED_DISTANCE = 1e-12
+
+
+def _check_embeddings(**named: torch.Tensor) -> None:
+    """Raise unless every named tensor is (N, D) with the same N and D."""
+    shapes = {name: tuple(t.shape) for name, t in named.items()}
+    if any(len(s) != 2 for s in shapes.values()) or len(set(shapes.values())) != 1:
+        raise ValueError(f"expected embeddings of one shape (N, D), got {shapes}")
+
+
+def _required(value: torch.Tensor | None, name: str, needed_by: str) -> torch.Tensor:
+    """Return `value`, or raise a ValueError naming the missing argument and what needs it."""
+    if value is None:
+        raise ValueError(f"MCDLoss needs {name} for {needed_by}")
+    return value
+
+
+def clip_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric cross-entropy (SPEC §2, objective `clip`).
+
+    Equal to transformers' `image_text_contrastive_loss` (and to `MCDModel`'s own loss, whose
+    implementation this reuses so the two cannot drift apart).
+
+    Args:
+        logits_per_text: (N, N) scaled similarities `logit_scale * v @ u.T`; the diagonal holds the pairs.
+
+    Returns:
+        Scalar loss: mean of the text→image and image→text cross-entropies.
+    """
+    if logits_per_text.ndim != 2 or logits_per_text.shape[0] != logits_per_text.shape[1]:
+        raise ValueError(f"logits_per_text must be square (N, N), got {tuple(logits_per_text.shape)}")
+    return clip_contrastive_loss(logits_per_text)
+
+
+def mp_nce_loss(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    aug_image_embeds: torch.Tensor | None,
+    logit_scale: torch.Tensor,
+    aug_weight: float = 1.0,
+) -> torch.Tensor:
+    """Multi-positive NCE in one unified space (SPEC §2, paper Eq. 5).
+
+    E = [u, v, ũ] (3N rows). Each row e has two positives p (the other members of its pair) and
+    3N - 3 negatives (every row of every other pair, both modalities). Every ordered positive pair
+    gets its own denominator: ℓ(e, p) = -s(e,p) + log(exp s(e,p) + Σ_{n ∈ N(e)} exp s(e,n)). Unlike
+    SupCon, the other positive of e is NOT in the denominator.
+
+    Args:
+        image_embeds: (N, D) normalised u.
+        text_embeds: (N, D) normalised v.
+        aug_image_embeds: (N, D) normalised ũ; required (the `clip` objective uses `clip_loss`).
+        logit_scale: scalar tensor, the already exponentiated scale (gradients flow into it).
+        aug_weight: w of every positive pair involving ũ (1 - α in SPEC §2); (u, v) pairs have w = 1.
+
+    Returns:
+        Scalar loss Σ w·ℓ / Σ w over the 6N ordered positive pairs.
+    """
+    if aug_image_embeds is None:
+        raise ValueError("mp_nce_loss needs aug_image_embeds; the `clip` objective uses clip_loss instead")
+    _check_embeddings(image_embeds=image_embeds, text_embeds=text_embeds, aug_image_embeds=aug_image_embeds)
+    if not aug_weight >= 0:
+        raise ValueError(f"aug_weight must be >= 0, got {aug_weight}")
+    n = image_embeds.shape[0]
+    embeds = torch.cat([image_embeds, text_embeds, aug_image_embeds], dim=0)  # (3N, D)
+    logits = logit_scale * embeds @ embeds.t()  # (3N, 3N)
+    rows = torch.arange(3 * n, device=embeds.device)  # (3N,)
+    same_pair = (rows[:, None] % n) == (rows[None, :] % n)  # (3N, 3N), self included
+    # log Σ_{n ∈ N(e)} exp s(e, n): -inf on self and on the row's two positives.
+    negatives_lse = logits.masked_fill(same_pair, float("-inf")).logsumexp(dim=1)  # (3N,)
+    # The two positives of row e sit N and 2N rows further in the (circular) stack.
+    positives = (rows[:, None] + n * torch.arange(1, 3, device=embeds.device)) % (3 * n)  # (3N, 2)
+    positive_logits = logits.gather(1, positives)  # (3N, 2)
+    per_pair = torch.logaddexp(positive_logits, negatives_lse[:, None]) - positive_logits  # (3N, 2)
+    # Blocks 0, 1, 2 = u, v, ũ: a pair involves ũ iff one of its blocks is 2.
+    involves_aug = (rows[:, None] // n == 2) | (positives // n == 2)  # (3N, 2)
+    weights = per_pair.new_full(per_pair.shape, aug_weight).masked_fill(~involves_aug, 1.0)  # (3N, 2)
+    return (weights * per_pair).sum() / weights.sum()
+
+
+def _distance_from_cosine(cosine: torch.Tensor) -> torch.Tensor:
+    """d = sqrt(2 - 2cos) for unit vectors, clamped so that d and its gradient stay finite at d = 0."""
+    return (2.0 - 2.0 * cosine).clamp(min=_MIN_SQUARED_DISTANCE).sqrt()
+
+
+def pairwise_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances between L2-normalised vectors (SPEC notation d(a, b)).
+
+    Args:
+        a: (N, D) normalised vectors.
+        b: (M, D) normalised vectors.
+
+    Returns:
+        (N, M) distances `sqrt(2 - 2 a·b)`; finite, with a finite gradient, when two vectors coincide.
+    """
+    return _distance_from_cosine(a @ b.t())
+
+
+def _row_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N, D), (N, D) -> (N,) distances d(a_i, b_i) without building the (N, N) matrix."""
+    return _distance_from_cosine((a * b).sum(dim=-1))
+
+
+def log_ratio_loss(
+    student_ab: torch.Tensor,
+    student_cd: torch.Tensor,
+    teacher_ab: torch.Tensor,
+    teacher_cd: torch.Tensor,
+    eps: float = 1e-6,
+    kind: str = "l2",
+) -> torch.Tensor:
+    """Log-ratio loss (SPEC §3, paper Eq. 6; Kim et al., CVPR 2019): learn the teacher's distance ratios.
+
+    Args:
+        student_ab: distances d_s(a, b), any shape broadcastable with the others.
+        student_cd: distances d_s(c, d).
+        teacher_ab: distances d_t(a, b) (no gradient expected).
+        teacher_cd: distances d_t(c, d).
+        eps: added to every distance before the log.
+        kind: `l2` (squared), `l1` (absolute) or `smooth_l1` (torch's smooth L1 against 0).
+
+    Returns:
+        Scalar mean over all elements of the regressed difference
+        `log((d_s(a,b)+ε)/(d_s(c,d)+ε)) - log((d_t(a,b)+ε)/(d_t(c,d)+ε))`.
+    """
+    if kind not in _DISTILL_REGRESSIONS:
+        raise ValueError(f"distill_loss must be one of {sorted(_DISTILL_REGRESSIONS)}, got {kind!r}")
+    student_log_ratio = torch.log(student_ab + eps) - torch.log(student_cd + eps)
+    teacher_log_ratio = torch.log(teacher_ab + eps) - torch.log(teacher_cd + eps)
+    difference = student_log_ratio - teacher_log_ratio
+    return _DISTILL_REGRESSIONS[kind](difference, torch.zeros_like(difference))
+
+
+def distill_pos_loss(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    aug_image_embeds: torch.Tensor,
+    teacher_image_embeds: torch.Tensor,
+    teacher_text_embeds: torch.Tensor,
+    teacher_aug_image_embeds: torch.Tensor,
+    eps: float = 1e-6,
+    kind: str = "l2",
+) -> torch.Tensor:
+    """L_pos (SPEC §3, paper Eq. 7): misalignment inside a positive pair, anchored at the text v_i.
+
+    Student ratio d(v_i, u_i) / d(v_i, ũ_i) against teacher ratio d(v̄_i, ū_i) / d(v̄_i, ū̃_i).
+
+    Args:
+        image_embeds, text_embeds, aug_image_embeds: (N, D) normalised student u, v, ũ.
+        teacher_image_embeds, teacher_text_embeds, teacher_aug_image_embeds: (N, D) ū, v̄, ū̃.
+        eps: see `log_ratio_loss`.
+        kind: see `log_ratio_loss`.
+
+    Returns:
+        Scalar mean over i.
+    """
+    _check_embeddings(
+        image_embeds=image_embeds,
+        text_embeds=text_embeds,
+        aug_image_embeds=aug_image_embeds,
+        teacher_image_embeds=teacher_image_embeds,
+        teacher_text_embeds=teacher_text_embeds,
+        teacher_aug_image_embeds=teacher_aug_image_embeds,
+    )
+    return log_ratio_loss(
+        _row_distance(text_embeds, image_embeds),  # (N,)
+        _row_distance(text_embeds, aug_image_embeds),
+        _row_distance(teacher_text_embeds, teacher_image_embeds),
+        _row_distance(teacher_text_embeds, teacher_aug_image_embeds),
+        eps=eps,
+        kind=kind,
+    )
+
+
+def _anchored_off_diagonal_loss(
+    anchor: torch.Tensor,
+    other: torch.Tensor,
+    teacher_anchor: torch.Tensor,
+    teacher_other: torch.Tensor,
+    eps: float,
+    kind: str,
+) -> torch.Tensor:
+    """Log-ratio loss of d(a_i, o_i) / d(a_i, o_j) for every i and j ≠ i, mean over N(N - 1)."""
+    n = anchor.shape[0]
+    if n < 2:
+        raise ValueError(f"the negative and noisy distillation terms need >= 2 pairs in the global batch, got {n}")
+    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=anchor.device)  # (N, N)
+    student = pairwise_distance(anchor, other)  # (N, N)
+    teacher = pairwise_distance(teacher_anchor, teacher_other)
+    # Row i's positive distance broadcast against each of its N - 1 off-diagonal distances.
+    return log_ratio_loss(
+        student.diagonal()[:, None].expand(n, n)[off_diagonal],  # (N(N-1),)
+        student[off_diagonal],
+        teacher.diagonal()[:, None].expand(n, n)[off_diagonal],
+        teacher[off_diagonal],
+        eps=eps,
+        kind=kind,
+    )
+
+
+def distill_neg_loss(
+    text_embeds: torch.Tensor,
+    aug_image_embeds: torch.Tensor,
+    teacher_text_embeds: torch.Tensor,
+    teacher_aug_image_embeds: torch.Tensor,
+    eps: float = 1e-6,
+    kind: str = "l2",
+) -> torch.Tensor:
+    """L_neg (SPEC §3, paper Eq. 8): an augmented image may be relevant to another text.
+
+    Anchor ũ_i: student ratio d(ũ_i, v_i) / d(ũ_i, v_j) against teacher d(ū̃_i, v̄_i) / d(ū̃_i, v̄_j).
+
+    Args:
+        text_embeds, aug_image_embeds: (N, D) normalised student v, ũ.
+        teacher_text_embeds, teacher_aug_image_embeds: (N, D) v̄, ū̃.
+        eps: see `log_ratio_loss`.
+        kind: see `log_ratio_loss`.
+
+    Returns:
+        Scalar mean over the N(N - 1) pairs (i, j ≠ i).
+    """
+    _check_embeddings(
+        text_embeds=text_embeds,
+        aug_image_embeds=aug_image_embeds,
+        teacher_text_embeds=teacher_text_embeds,
+        teacher_aug_image_embeds=teacher_aug_image_embeds,
+    )
+    return _anchored_off_diagonal_loss(
+        aug_image_embeds, text_embeds, teacher_aug_image_embeds, teacher_text_embeds, eps, kind
+    )
+
+
+def distill_noisy_loss(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    teacher_image_embeds: torch.Tensor,
+    teacher_text_embeds: torch.Tensor,
+    eps: float = 1e-6,
+    kind: str = "l2",
+) -> torch.Tensor:
+    """L_noisy (SPEC §3, paper Eq. 9): noisy original pairs.
+
+    Anchor v_i: student ratio d(v_i, u_i) / d(v_i, u_j) against teacher d(v̄_i, ū_i) / d(v̄_i, ū_j).
+
+    Args:
+        image_embeds, text_embeds: (N, D) normalised student u, v.
+        teacher_image_embeds, teacher_text_embeds: (N, D) ū, v̄.
+        eps: see `log_ratio_loss`.
+        kind: see `log_ratio_loss`.
+
+    Returns:
+        Scalar mean over the N(N - 1) pairs (i, j ≠ i).
+    """
+    _check_embeddings(
+        image_embeds=image_embeds,
+        text_embeds=text_embeds,
+        teacher_image_embeds=teacher_image_embeds,
+        teacher_text_embeds=teacher_text_embeds,
+    )
+    return _anchored_off_diagonal_loss(text_embeds, image_embeds, teacher_text_embeds, teacher_image_embeds, eps, kind)
+
+
+def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Masked-language-modelling cross-entropy over the masked tokens of the GLOBAL batch (SPEC §4, Eq. 11).
+
+    Each rank returns `local_sum * world_size / global_count`. After DDP averages gradients over the
+    W ranks this gives d(global_sum / global_count)/dθ, the gradient of the 1-process mean, however
+    unevenly the masked tokens fall across ranks. The value on one rank is its share; the mean of
+    the values over ranks (what the Trainer logs) is the global mean.
+
+    Args:
+        logits: (B, L, V) MLM head outputs.
+        labels: (B, L) target token ids, -100 where not masked.
+
+    Returns:
+        Scalar loss; equals `F.cross_entropy(..., ignore_index=-100)` in one process, and 0 (not NaN)
+        when the global batch has no masked token.
+    """
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(f"mlm_labels {tuple(labels.shape)} must be mlm_logits {tuple(logits.shape)} without V")
+    local_sum = F.cross_entropy(logits.flatten(0, -2), labels.flatten(), ignore_index=-100, reduction="sum")
+    global_count = all_reduce_sum((labels != -100).sum().to(local_sum.dtype)).clamp(min=1)
+    return local_sum * world_info()[1] / global_count
+
+
+def progressive_alpha(step: int, total_steps: int, schedule: str = "cosine") -> float:
+    """Progressive-distillation weight α(step) (SPEC §2, paper §4.4); InfoNCE on ũ is weighted 1 - α.
+
+    Args:
+        step: current optimizer step (clamped to [0, total_steps]).
+        total_steps: T, the number of training steps (> 0).
+        schedule: `cosine`: α = (1 - cos(π·step/T)) / 2, rising from 0 to 1; `constant`: α = 0.
+
+    Returns:
+        α in [0, 1].
+    """
+    if schedule not in AUG_NCE_SCHEDULES:
+        raise ValueError(f"aug_nce_schedule must be one of {AUG_NCE_SCHEDULES}, got {schedule!r}")
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be > 0, got {total_steps}")
+    if schedule == "constant":
+        return 0.0
+    progress = min(max(step, 0), total_steps) / total_steps
+    return (1.0 - math.cos(math.pi * progress)) / 2.0
+
+
+class MCDLoss(nn.Module):
+    """The full MCD objective over the global batch (SPEC §6, paper Eq. 13), returning named terms.
+
+    `loss = contrastive_loss + lambda_dist * distill_loss + beta_mlm * mlm_loss`, with
+    `distill_loss = lambda_pos * distill_pos_loss + lambda_neg * distill_neg_loss
+    + lambda_noisy * distill_noisy_loss`. Only the terms that apply are returned:
+
+    - `clip`: `contrastive_loss` = CLIP loss over u·v (+ `mlm_loss` if `use_mlm`).
+    - `mpnce`: `contrastive_loss` = MP-NCE with w_aug = 1 - α, no distillation (+ `mlm_loss` if `use_mlm`).
+    - `mcd`: MP-NCE + the distillation terms switched on by `use_pos`/`use_neg`/`use_noisy`
+      (+ `mlm_loss` if `use_mlm`).
+
+    Args:
+        objective: `clip`, `mpnce` or `mcd`.
+        lambda_dist: λ, weight of the whole distillation loss.
+        lambda_pos, lambda_neg, lambda_noisy: weights of L_pos, L_neg, L_noisy inside it.
+        beta_mlm: β, weight of the MLM loss.
+        distill_loss: regression of the log-ratio difference: `l2`, `l1` or `smooth_l1`.
+        eps: ε added to distances in the log-ratio loss.
+        use_pos, use_neg, use_noisy: switch each distillation term (objective `mcd` only).
+        use_mlm: add the MLM term (every objective).
+    """
+
+    def __init__(
+        self,
+        objective: str = "mcd",
+        lambda_dist: float = 1.0,
+        lambda_pos: float = 1.0,
+        lambda_neg: float = 1.0,
+        lambda_noisy: float = 1.0,
+        beta_mlm: float = 1.0,
+        distill_loss: str = "l2",
+        eps: float = 1e-6,
+        use_pos: bool = True,
+        use_neg: bool = True,
+        use_noisy: bool = True,
+        use_mlm: bool = True,
+    ):
+        super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        weights = {
+            "lambda_dist": lambda_dist,
+            "lambda_pos": lambda_pos,
+            "lambda_neg": lambda_neg,
+            "lambda_noisy": lambda_noisy,
+            "beta_mlm": beta_mlm,
+        }
+        for name, value in weights.items():
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if distill_loss not in _DISTILL_REGRESSIONS:
+            raise ValueError(f"distill_loss must be one of {sorted(_DISTILL_REGRESSIONS)}, got {distill_loss!r}")
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        self.objective = objective
+        self.lambda_dist = lambda_dist
+        self.lambda_pos = lambda_pos
+        self.lambda_neg = lambda_neg
+        self.lambda_noisy = lambda_noisy
+        self.beta_mlm = beta_mlm
+        self.distill_loss = distill_loss
+        self.eps = eps
+        self.use_pos = use_pos
+        self.use_neg = use_neg
+        self.use_noisy = use_noisy
+        self.use_mlm = use_mlm
+
+    def extra_repr(self) -> str:
+        return (
+            f"objective={self.objective!r}, lambda_dist={self.lambda_dist}, lambda_pos={self.lambda_pos}, "
+            f"lambda_neg={self.lambda_neg}, lambda_noisy={self.lambda_noisy}, beta_mlm={self.beta_mlm}, "
+            f"distill_loss={self.distill_loss!r}, use_pos={self.use_pos}, use_neg={self.use_neg}, "
+            f"use_noisy={self.use_noisy}, use_mlm={self.use_mlm}"
+        )
+
+    def forward(
+        self,
+        image_embeds: torch.Tensor,
+        text_embeds: torch.Tensor,
+        logit_scale: torch.Tensor,
+        aug_image_embeds: torch.Tensor | None = None,
+        teacher_image_embeds: torch.Tensor | None = None,
+        teacher_aug_image_embeds: torch.Tensor | None = None,
+        teacher_text_embeds: torch.Tensor | None = None,
+        mlm_logits: torch.Tensor | None = None,
+        mlm_labels: torch.Tensor | None = None,
+        alpha: float = 0.0,
+    ) -> dict[str, torch.Tensor]:
+        """Compute every applicable term over the global batch.
+
+        Args:
+            image_embeds: (B, D) LOCAL normalised student u (gathered with gradient).
+            text_embeds: (B, D) LOCAL normalised student v (gathered with gradient).
+            logit_scale: scalar tensor, the already exponentiated scale.
+            aug_image_embeds: (B, D) LOCAL ũ; needed by `mpnce` and `mcd`.
+            teacher_image_embeds: (B, D) LOCAL ū (gathered without gradient); needed by L_pos, L_noisy.
+            teacher_aug_image_embeds: (B, D) LOCAL ū̃; needed by L_pos, L_neg.
+            teacher_text_embeds: (B, D) LOCAL v̄ from an EMA text tower; `None` means v̄ = stopgrad(v).
+            mlm_logits: (B, L, V) LOCAL MLM logits; needed when `use_mlm`.
+            mlm_labels: (B, L) LOCAL MLM labels, -100 where not masked; needed when `use_mlm`.
+            alpha: progressive-distillation α in [0, 1] (see `progressive_alpha`); w_aug = 1 - α.
+
+        Returns:
+            Dict of scalar tensors: `loss`, `contrastive_loss`, and when they apply `distill_pos_loss`,
+            `distill_neg_loss`, `distill_noisy_loss`, `distill_loss`, `mlm_loss`.
+        """
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        image = gather_with_grad(image_embeds)  # (N, D)
+        text = gather_with_grad(text_embeds)  # (N, D)
+        terms: dict[str, torch.Tensor] = {}
+
+        if self.objective == "clip":
+            terms["contrastive_loss"] = clip_loss(logit_scale * text @ image.t())  # (N, N) logits_per_text
+        else:
+            aug_image = gather_with_grad(_required(aug_image_embeds, "aug_image_embeds", self.objective))
+            terms["contrastive_loss"] = mp_nce_loss(image, text, aug_image, logit_scale, aug_weight=1.0 - alpha)
+        loss = terms["contrastive_loss"]
+
+        if self.objective == "mcd" and (self.use_pos or self.use_neg or self.use_noisy):
+            teacher_text = text.detach() if teacher_text_embeds is None else gather_no_grad(teacher_text_embeds)
+            distill = torch.zeros((), dtype=loss.dtype, device=loss.device)
+            if self.use_pos or self.use_noisy:
+                teacher_image = gather_no_grad(_required(teacher_image_embeds, "teacher_image_embeds", "L_pos/L_noisy"))
+            if self.use_pos or self.use_neg:
+                teacher_aug = gather_no_grad(
+                    _required(teacher_aug_image_embeds, "teacher_aug_image_embeds", "L_pos/L_neg")
+                )
+            if self.use_pos:
+                terms["distill_pos_loss"] = distill_pos_loss(
+                    image, text, aug_image, teacher_image, teacher_text, teacher_aug, self.eps, self.distill_loss
+                )
+                distill = distill + self.lambda_pos * terms["distill_pos_loss"]
+            if self.use_neg:
+                terms["distill_neg_loss"] = distill_neg_loss(
+                    text, aug_image, teacher_text, teacher_aug, self.eps, self.distill_loss
+                )
+                distill = distill + self.lambda_neg * terms["distill_neg_loss"]
+            if self.use_noisy:
+                terms["distill_noisy_loss"] = distill_noisy_loss(
+                    image, text, teacher_image, teacher_text, self.eps, self.distill_loss
+                )
+                distill = distill + self.lambda_noisy * terms["distill_noisy_loss"]
+            terms["distill_loss"] = distill
+            loss = loss + self.lambda_dist * distill
+
+        if self.use_mlm:
+            terms["mlm_loss"] = mlm_loss(
+                _required(mlm_logits, "mlm_logits", "use_mlm=True"), _required(mlm_labels, "mlm_labels", "use_mlm=True")
+            )
+            loss = loss + self.beta_mlm * terms["mlm_loss"]
+
+        terms["loss"] = loss
+        return terms
+

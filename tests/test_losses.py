@@ -1,0 +1,442 @@
+# Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
+"""modeling_mcd.losses against naive loop references (tiny seeded inputs, odd sizes)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers.models.clip.modeling_clip import image_text_contrastive_loss
+
+from modeling_mcd.losses import (
+    MCDLoss,
+    clip_loss,
+    distill_neg_loss,
+    distill_noisy_loss,
+    distill_pos_loss,
+    log_ratio_loss,
+    mlm_loss,
+    mp_nce_loss,
+    pairwise_distance,
+    progressive_alpha,
+)
+
+N, D = 5, 7
+
+
+def unit(*shape: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(*shape, generator=generator, dtype=torch.float64), dim=-1)
+
+
+@pytest.fixture
+def embeds() -> dict[str, torch.Tensor]:
+    """Student u, v, ũ and a perturbed teacher ū, v̄, ū̃, all (N, D) unit rows."""
+    u, v, aug = unit(N, D, seed=0), unit(N, D, seed=1), unit(N, D, seed=2)
+    noise = unit(3, N, D, seed=3)
+    return {
+        "image": u,
+        "text": v,
+        "aug": aug,
+        "t_image": F.normalize(u + 0.5 * noise[0], dim=-1),
+        "t_text": F.normalize(v + 0.5 * noise[1], dim=-1),
+        "t_aug": F.normalize(aug + 0.5 * noise[2], dim=-1),
+    }
+
+
+# ---- naive references -------------------------------------------------------------------------
+
+
+def ref_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    return math.sqrt(sum((float(x) - float(y)) ** 2 for x, y in zip(a, b)))
+
+
+def ref_regress(x: float, kind: str) -> float:
+    if kind == "l2":
+        return x * x
+    if kind == "l1":
+        return abs(x)
+    return 0.5 * x * x if abs(x) < 1 else abs(x) - 0.5  # smooth_l1 with beta = 1
+
+
+def ref_log_ratio(ds_ab: float, ds_cd: float, dt_ab: float, dt_cd: float, eps: float, kind: str) -> float:
+    x = math.log((ds_ab + eps) / (ds_cd + eps)) - math.log((dt_ab + eps) / (dt_cd + eps))
+    return ref_regress(x, kind)
+
+
+def ref_unified(u, v, aug, scale):
+    rows = list(u) + list(v) + list(aug)
+    sim = [[scale * float(a @ b) for b in rows] for a in rows]
+    return rows, sim
+
+
+def ref_mp_nce(u, v, aug, scale: float, aug_weight: float) -> float:
+    n = len(u)
+    rows, sim = ref_unified(u, v, aug, scale)
+    total, weight_sum = 0.0, 0.0
+    for e in range(3 * n):
+        for p in range(3 * n):
+            if p == e or p % n != e % n:
+                continue
+            negatives = sum(math.exp(sim[e][q]) for q in range(3 * n) if q % n != e % n)
+            term = -math.log(math.exp(sim[e][p]) / (math.exp(sim[e][p]) + negatives))
+            w = aug_weight if (e // n == 2 or p // n == 2) else 1.0
+            total += w * term
+            weight_sum += w
+    return total / weight_sum
+
+
+def ref_supcon(u, v, aug, scale: float) -> float:
+    """SupCon: all positives of e share one denominator over every other row."""
+    n = len(u)
+    rows, sim = ref_unified(u, v, aug, scale)
+    total = 0.0
+    for e in range(3 * n):
+        denominator = sum(math.exp(sim[e][a]) for a in range(3 * n) if a != e)
+        positives = [p for p in range(3 * n) if p != e and p % n == e % n]
+        total += -sum(math.log(math.exp(sim[e][p]) / denominator) for p in positives) / len(positives)
+    return total / (3 * n)
+
+
+def ref_anchored(anchor, other, t_anchor, t_other, eps, kind) -> float:
+    n = len(anchor)
+    terms = [
+        ref_log_ratio(
+            ref_distance(anchor[i], other[i]),
+            ref_distance(anchor[i], other[j]),
+            ref_distance(t_anchor[i], t_other[i]),
+            ref_distance(t_anchor[i], t_other[j]),
+            eps,
+            kind,
+        )
+        for i in range(n)
+        for j in range(n)
+        if j != i
+    ]
+    return sum(terms) / len(terms)
+
+
+# ---- contrastive ------------------------------------------------------------------------------
+
+
+def test_clip_loss_matches_transformers_and_loop(embeds):
+    logits = 3.7 * embeds["text"] @ embeds["image"].t()  # (N, N) logits_per_text
+    expected = image_text_contrastive_loss(logits)
+    torch.testing.assert_close(clip_loss(logits), expected)
+    loop = 0.0
+    for i in range(N):
+        loop += -math.log(math.exp(logits[i, i]) / sum(math.exp(logits[i, j]) for j in range(N))) / (2 * N)
+        loop += -math.log(math.exp(logits[i, i]) / sum(math.exp(logits[j, i]) for j in range(N))) / (2 * N)
+    assert clip_loss(logits).item() == pytest.approx(loop, rel=1e-10)
+
+
+@pytest.mark.parametrize("aug_weight", [1.0, 0.3, 0.0])
+def test_mp_nce_matches_loop(embeds, aug_weight):
+    scale = torch.tensor(4.3, dtype=torch.float64, requires_grad=True)
+    loss = mp_nce_loss(embeds["image"], embeds["text"], embeds["aug"], scale, aug_weight)
+    expected = ref_mp_nce(embeds["image"], embeds["text"], embeds["aug"], 4.3, aug_weight)
+    assert loss.item() == pytest.approx(expected, rel=1e-10)
+    loss.backward()
+    assert scale.grad is not None and torch.isfinite(scale.grad) and scale.grad != 0
+
+
+def test_mp_nce_without_aug_weight_is_one_positive_info_nce(embeds):
+    """w_aug = 0 leaves one positive per u/v row: a plain cross-entropy over that row's other columns."""
+    u, v, aug = embeds["image"], embeds["text"], embeds["aug"]
+    embeddings = torch.cat([u, v, aug])  # (3N, D)
+    logits = 2.5 * embeddings @ embeddings.t()
+    rows = torch.arange(2 * N)
+    excluded = torch.zeros(2 * N, 3 * N, dtype=torch.bool)
+    excluded[rows, rows] = True  # self
+    excluded[rows, 2 * N + rows % N] = True  # the row's ũ positive, weighted 0
+    targets = (rows + N) % (2 * N)  # u_k -> v_k, v_k -> u_k
+    expected = F.cross_entropy(logits[: 2 * N].masked_fill(excluded, float("-inf")), targets)
+    torch.testing.assert_close(mp_nce_loss(u, v, aug, torch.tensor(2.5, dtype=torch.float64), 0.0), expected)
+
+
+def test_mp_nce_differs_from_supcon(embeds):
+    """MP-NCE drops the other positive from each denominator, so every term is smaller than SupCon's."""
+    args = (embeds["image"], embeds["text"], embeds["aug"])
+    mp = mp_nce_loss(*args, torch.tensor(3.0, dtype=torch.float64), 1.0).item()
+    supcon = ref_supcon(*args, 3.0)
+    assert mp == pytest.approx(ref_mp_nce(*args, 3.0, 1.0), rel=1e-10)
+    assert mp < supcon - 0.05
+
+
+def test_mp_nce_requires_aug(embeds):
+    with pytest.raises(ValueError, match="aug_image_embeds"):
+        mp_nce_loss(embeds["image"], embeds["text"], None, torch.tensor(1.0))
+    with pytest.raises(ValueError, match="aug_image_embeds"):
+        mp_nce_loss(embeds["image"], embeds["text"], embeds["aug"][:3], torch.tensor(1.0))
+
+
+# ---- distances and log-ratio ------------------------------------------------------------------
+
+
+def test_pairwise_distance_matches_cdist_and_has_finite_gradient_at_zero(embeds):
+    a, b = embeds["image"], unit(3, D, seed=9)
+    torch.testing.assert_close(pairwise_distance(a, b), torch.cdist(a, b))
+    x = embeds["text"][:2].clone().requires_grad_(True)
+    distances = pairwise_distance(x, x)  # diagonal: identical vectors
+    assert torch.all(distances.diagonal() < 1e-5)
+    distances.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("kind", ["l2", "l1", "smooth_l1"])
+def test_log_ratio_loss_matches_loop(kind):
+    generator = torch.Generator().manual_seed(4)
+    ds_ab, ds_cd, dt_ab, dt_cd = torch.rand(4, 3, 5, generator=generator, dtype=torch.float64) * 2
+    dt_ab = dt_ab * 10  # some differences above 1, so smooth_l1's linear branch is exercised
+    expected = [
+        ref_log_ratio(float(ds_ab[i, j]), float(ds_cd[i, j]), float(dt_ab[i, j]), float(dt_cd[i, j]), 1e-6, kind)
+        for i in range(3)
+        for j in range(5)
+    ]
+    got = log_ratio_loss(ds_ab, ds_cd, dt_ab, dt_cd, eps=1e-6, kind=kind)
+    assert got.item() == pytest.approx(sum(expected) / len(expected), rel=1e-10)
+
+
+def test_log_ratio_loss_rejects_unknown_kind():
+    with pytest.raises(ValueError, match="distill_loss"):
+        log_ratio_loss(torch.ones(2), torch.ones(2), torch.ones(2), torch.ones(2), kind="l3")
+
+
+@pytest.mark.parametrize("kind", ["l2", "smooth_l1"])
+def test_distill_terms_match_loops(embeds, kind):
+    e = embeds
+    pos_terms = [
+        ref_log_ratio(
+            ref_distance(e["text"][i], e["image"][i]),
+            ref_distance(e["text"][i], e["aug"][i]),
+            ref_distance(e["t_text"][i], e["t_image"][i]),
+            ref_distance(e["t_text"][i], e["t_aug"][i]),
+            1e-6,
+            kind,
+        )
+        for i in range(N)
+    ]
+    pos = distill_pos_loss(e["image"], e["text"], e["aug"], e["t_image"], e["t_text"], e["t_aug"], 1e-6, kind)
+    assert pos.item() == pytest.approx(sum(pos_terms) / N, rel=1e-8)
+    neg = distill_neg_loss(e["text"], e["aug"], e["t_text"], e["t_aug"], 1e-6, kind)
+    assert neg.item() == pytest.approx(ref_anchored(e["aug"], e["text"], e["t_aug"], e["t_text"], 1e-6, kind), rel=1e-8)
+    noisy = distill_noisy_loss(e["image"], e["text"], e["t_image"], e["t_text"], 1e-6, kind)
+    expected_noisy = ref_anchored(e["text"], e["image"], e["t_text"], e["t_image"], 1e-6, kind)
+    assert noisy.item() == pytest.approx(expected_noisy, rel=1e-8)
+
+
+def _all_distill(student: dict, teacher: dict) -> torch.Tensor:
+    s, t = student, teacher
+    return torch.stack(
+        [
+            distill_pos_loss(s["image"], s["text"], s["aug"], t["image"], t["text"], t["aug"]),
+            distill_neg_loss(s["text"], s["aug"], t["text"], t["aug"]),
+            distill_noisy_loss(s["image"], s["text"], t["image"], t["text"]),
+        ]
+    )
+
+
+def test_distill_terms_vanish_for_identical_teacher_and_grow_with_divergence(embeds):
+    student = {k: embeds[k] for k in ("image", "text", "aug")}
+    noise = unit(3, N, D, seed=11)
+
+    def teacher(strength: float) -> dict:
+        return {k: F.normalize(student[k] + strength * noise[i], dim=-1) for i, k in enumerate(student)}
+
+    torch.testing.assert_close(_all_distill(student, teacher(0.0)), torch.zeros(3, dtype=torch.float64))
+    small, large = _all_distill(student, teacher(0.05)), _all_distill(student, teacher(1.0))
+    assert torch.all(small > 0) and torch.all(large > 10 * small)
+
+
+def test_distill_needs_two_pairs(embeds):
+    one = {k: v[:1] for k, v in embeds.items()}
+    with pytest.raises(ValueError, match=">= 2 pairs"):
+        distill_neg_loss(one["text"], one["aug"], one["t_text"], one["t_aug"])
+
+
+# ---- MLM and α --------------------------------------------------------------------------------
+
+
+def test_mlm_loss_matches_cross_entropy_in_one_process():
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randn(3, 5, 11, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 11, (3, 5), generator=generator)
+    labels[torch.rand(3, 5, generator=generator) < 0.6] = -100
+    assert (labels != -100).sum() > 0
+    expected = F.cross_entropy(logits.reshape(-1, 11), labels.reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(mlm_loss(logits, labels), expected)
+    # No masked token at all: 0 with a finite gradient, not cross_entropy's NaN.
+    logits.requires_grad_(True)
+    empty = mlm_loss(logits, torch.full((3, 5), -100))
+    empty.backward()
+    assert empty.item() == 0.0 and torch.isfinite(logits.grad).all()
+    with pytest.raises(ValueError, match="mlm_labels"):
+        mlm_loss(logits, labels[:, :4])
+
+
+def test_progressive_alpha():
+    assert progressive_alpha(0, 10) == 0.0
+    assert progressive_alpha(10, 10) == 1.0
+    assert progressive_alpha(5, 10) == pytest.approx(0.5)
+    assert progressive_alpha(3, 10) == pytest.approx((1 - math.cos(math.pi * 0.3)) / 2)
+    assert progressive_alpha(-4, 10) == 0.0 and progressive_alpha(25, 10) == 1.0  # clamped
+    assert progressive_alpha(7, 10, "constant") == 0.0
+    with pytest.raises(ValueError, match="aug_nce_schedule"):
+        progressive_alpha(1, 10, "linear")
+    with pytest.raises(ValueError, match="total_steps"):
+        progressive_alpha(1, 0)
+
+
+# ---- MCDLoss ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def loss_inputs(embeds) -> dict:
+    generator = torch.Generator().manual_seed(6)
+    labels = torch.randint(0, 11, (N, 3), generator=generator)
+    labels[:, 1] = -100
+    return {
+        "image_embeds": embeds["image"],
+        "text_embeds": embeds["text"],
+        "logit_scale": torch.tensor(5.0, dtype=torch.float64),
+        "aug_image_embeds": embeds["aug"],
+        "teacher_image_embeds": embeds["t_image"],
+        "teacher_aug_image_embeds": embeds["t_aug"],
+        "teacher_text_embeds": embeds["t_text"],
+        "mlm_logits": torch.randn(N, 3, 11, generator=generator, dtype=torch.float64),
+        "mlm_labels": labels,
+        "alpha": 0.25,
+    }
+
+
+WEIGHTS = {"lambda_dist": 0.7, "lambda_pos": 1.3, "lambda_neg": 0.6, "lambda_noisy": 1.7, "beta_mlm": 0.4}
+
+
+def test_mcd_loss_clip_objective(loss_inputs):
+    x = loss_inputs
+    terms = MCDLoss("clip", **WEIGHTS)(**x)
+    assert set(terms) == {"contrastive_loss", "mlm_loss", "loss"}
+    torch.testing.assert_close(terms["contrastive_loss"], clip_loss(5.0 * x["text_embeds"] @ x["image_embeds"].t()))
+    torch.testing.assert_close(terms["mlm_loss"], mlm_loss(x["mlm_logits"], x["mlm_labels"]))
+    torch.testing.assert_close(terms["loss"], terms["contrastive_loss"] + 0.4 * terms["mlm_loss"])
+    assert set(MCDLoss("clip", use_mlm=False)(x["image_embeds"], x["text_embeds"], x["logit_scale"])) == {
+        "contrastive_loss",
+        "loss",
+    }
+
+
+# Tab. 5 rows: MP-NCE (a), + L_pos (c), + L_neg (d), + L_noisy (e).
+ABLATION_ROWS = [
+    ("mpnce", {}, ()),
+    ("mcd", {"use_neg": False, "use_noisy": False}, ("pos",)),
+    ("mcd", {"use_noisy": False}, ("pos", "neg")),
+    ("mcd", {}, ("pos", "neg", "noisy")),
+]
+
+
+@pytest.mark.parametrize(("objective", "switches", "distill_terms"), ABLATION_ROWS)
+def test_mcd_loss_ablation_rows_sum_their_terms(loss_inputs, objective, switches, distill_terms):
+    x = loss_inputs
+    terms = MCDLoss(objective, **WEIGHTS, **switches)(**x)
+    contrastive = mp_nce_loss(
+        x["image_embeds"], x["text_embeds"], x["aug_image_embeds"], x["logit_scale"], aug_weight=0.75
+    )
+    expected = {
+        "pos": distill_pos_loss(
+            x["image_embeds"],
+            x["text_embeds"],
+            x["aug_image_embeds"],
+            x["teacher_image_embeds"],
+            x["teacher_text_embeds"],
+            x["teacher_aug_image_embeds"],
+        ),
+        "neg": distill_neg_loss(
+            x["text_embeds"], x["aug_image_embeds"], x["teacher_text_embeds"], x["teacher_aug_image_embeds"]
+        ),
+        "noisy": distill_noisy_loss(
+            x["image_embeds"], x["text_embeds"], x["teacher_image_embeds"], x["teacher_text_embeds"]
+        ),
+    }
+    mlm = mlm_loss(x["mlm_logits"], x["mlm_labels"])
+    names = {"contrastive_loss", "mlm_loss", "loss"} | {f"distill_{t}_loss" for t in distill_terms}
+    assert set(terms) == names | ({"distill_loss"} if distill_terms else set())
+    torch.testing.assert_close(terms["contrastive_loss"], contrastive)
+    distill = sum(WEIGHTS[f"lambda_{t}"] * expected[t] for t in distill_terms)
+    for t in distill_terms:
+        torch.testing.assert_close(terms[f"distill_{t}_loss"], expected[t])
+    if distill_terms:
+        torch.testing.assert_close(terms["distill_loss"], distill)
+    torch.testing.assert_close(terms["loss"], contrastive + 0.7 * distill + 0.4 * mlm)
+
+
+def test_mcd_loss_default_teacher_text_is_stopgrad_student_text(loss_inputs):
+    x = dict(loss_inputs, teacher_text_embeds=None, text_embeds=loss_inputs["text_embeds"].clone().requires_grad_())
+    terms = MCDLoss("mcd")(**x)
+    explicit = MCDLoss("mcd")(**dict(x, teacher_text_embeds=x["text_embeds"].detach()))
+    torch.testing.assert_close(terms["loss"], explicit["loss"])
+    # With v̄ = stopgrad(v) the teacher side carries no gradient: both graphs give the same text gradient.
+    (grad,) = torch.autograd.grad(terms["loss"], x["text_embeds"])
+    (explicit_grad,) = torch.autograd.grad(explicit["loss"], x["text_embeds"])
+    torch.testing.assert_close(grad, explicit_grad)
+
+
+def test_mcd_loss_gradients_finite_with_coinciding_embeddings(loss_inputs):
+    """ũ = u, v_0 = u_0 and teacher = student give zero distances and log-ratios: gradients must stay finite."""
+    image = loss_inputs["image_embeds"].clone().requires_grad_()
+    text = torch.cat([loss_inputs["image_embeds"][:1], loss_inputs["text_embeds"][1:]]).requires_grad_()
+    assert pairwise_distance(text, image)[0, 0] < 1e-5
+    scale = torch.tensor(5.0, dtype=torch.float64, requires_grad=True)
+    terms = MCDLoss("mcd")(
+        image,
+        text,
+        scale,
+        aug_image_embeds=image,
+        teacher_image_embeds=image.detach(),
+        teacher_aug_image_embeds=image.detach(),
+        mlm_logits=loss_inputs["mlm_logits"],
+        mlm_labels=loss_inputs["mlm_labels"],
+    )
+    terms["loss"].backward()
+    for tensor in (image, text, scale):
+        assert torch.isfinite(tensor.grad).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"objective": "simclr"}, "objective"),
+        ({"lambda_dist": -1.0}, "lambda_dist"),
+        ({"lambda_pos": -0.1}, "lambda_pos"),
+        ({"lambda_neg": float("nan")}, "lambda_neg"),
+        ({"lambda_noisy": -2.0}, "lambda_noisy"),
+        ({"beta_mlm": -1.0}, "beta_mlm"),
+        ({"distill_loss": "huber"}, "distill_loss"),
+        ({"eps": 0.0}, "eps"),
+    ],
+)
+def test_mcd_loss_rejects_bad_config(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        MCDLoss(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("objective", "missing"),
+    [
+        ("mpnce", "aug_image_embeds"),
+        ("mcd", "aug_image_embeds"),
+        ("mcd", "teacher_image_embeds"),
+        ("mcd", "teacher_aug_image_embeds"),
+        ("clip", "mlm_logits"),
+        ("mpnce", "mlm_labels"),
+    ],
+)
+def test_mcd_loss_names_missing_inputs(loss_inputs, objective, missing):
+    with pytest.raises(ValueError, match=missing):
+        MCDLoss(objective)(**dict(loss_inputs, **{missing: None}))
+
+
+def test_mcd_loss_rejects_alpha_out_of_range(loss_inputs):
+    with pytest.raises(ValueError, match="alpha"):
+        MCDLoss("mpnce")(**dict(loss_inputs, alpha=1.5))
