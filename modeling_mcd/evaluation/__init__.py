@@ -1,0 +1,55 @@
+# Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
+"""Evaluation of CLIP-shaped dual encoders: zero-shot classification, image-text retrieval, linear probe,
+compositionality (SugarCrepe).
+
+Encoding (`features`) is separate from the metrics, which are pure functions on embedding tensors, so the
+`mcd eval` command, the benchmarks and the trainer's in-training evaluation share them.
+
+Hugging Face `evaluate` is not used: its hub metrics are downloads, and its `Metric` takes predictions and
+references, not embedding matrices; torch computes these metrics on the accelerator directly and the tests
+check them against scikit-learn and naive loops.
+"""
+
+from .compositionality import compositionality_metrics
+from .data import (
+    CaptionedImages,
+    CompositionalityPairs,
+    LabelledImages,
+    LazyImages,
+    load_captioned_images,
+    load_labelled_images,
+    load_sugarcrepe,
+)
+from .features import default_max_length, encode_images, encode_texts, load_model_and_processor
+from .linear_probe import DEFAULT_C_GRID, linear_probe_metrics
+from .metrics import classification_metrics
+from .retrieval import retrieval_metrics, retrieval_ranks
+from .templates import available_datasets, get_templates, load_prompts
+from .zero_shot import build_zero_shot_classifier, zero_shot_metrics
+
+__all__ = sorted(
+    [
+        "CaptionedImages",
+        "CompositionalityPairs",
+        "DEFAULT_C_GRID",
+        "LabelledImages",
+        "LazyImages",
+        "available_datasets",
+        "build_zero_shot_classifier",
+        "classification_metrics",
+        "compositionality_metrics",
+        "default_max_length",
+        "encode_images",
+        "encode_texts",
+        "get_templates",
+        "linear_probe_metrics",
+        "load_captioned_images",
+        "load_labelled_images",
+        "load_model_and_processor",
+        "load_prompts",
+        "load_sugarcrepe",
+        "retrieval_metrics",
+        "retrieval_ranks",
+        "zero_shot_metrics",
+    ]
+)

@@ -1,0 +1,189 @@
+# Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
+"""Zero-shot classification: metrics against scikit-learn, prompt ensembling against a naive loop, the
+encoders against the model's own forward, and the data and template loaders."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import balanced_accuracy_score, top_k_accuracy_score
+from torch import nn
+from transformers import BertConfig, BertTokenizerFast, ViTConfig
+
+from modeling_mcd import MCDConfig, MCDModel
+from modeling_mcd.evaluation import (
+    build_zero_shot_classifier,
+    classification_metrics,
+    encode_images,
+    encode_texts,
+    get_templates,
+    load_labelled_images,
+    load_prompts,
+    zero_shot_metrics,
+)
+
+CIFAR10 = Path("/work/shared/data/cifar10")
+WORDS = "a photo of the cat dog bird small big blurry".split()
+
+
+@pytest.fixture(scope="module")
+def tiny_model_and_tokenizer(tmp_path_factory):
+    torch.manual_seed(0)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", *WORDS]
+    vocab_file = tmp_path_factory.mktemp("tok") / "vocab.txt"
+    vocab_file.write_text("\n".join(vocab) + "\n")
+    vision = ViTConfig(image_size=30, patch_size=6, hidden_size=8, num_hidden_layers=1, num_attention_heads=2)
+    text = BertConfig(vocab_size=len(vocab), hidden_size=10, num_hidden_layers=1, num_attention_heads=2)
+    model = MCDModel(MCDConfig.from_vision_text_configs(vision, text, projection_dim=7))
+    return model, BertTokenizerFast(vocab_file=str(vocab_file))
+
+
+class PlainTensorFeatures(nn.Module):
+    """A model whose `get_*_features` return bare tensors (transformers 4 style)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.config = model, model.config
+
+    def get_image_features(self, pixel_values):
+        return self.model.get_image_features(pixel_values).pooler_output
+
+    def get_text_features(self, input_ids, attention_mask=None):
+        return self.model.get_text_features(input_ids, attention_mask).pooler_output
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def test_topk_agrees_with_sklearn():
+    torch.manual_seed(0)
+    scores, labels = torch.randn(37, 7), torch.randint(0, 7, (37,))
+    metrics = classification_metrics(scores, labels, topk=(1, 3, 5))
+    for k in (1, 3, 5):
+        assert metrics[f"top{k}"] == pytest.approx(top_k_accuracy_score(labels, scores, k=k, labels=range(7)))
+    expected = balanced_accuracy_score(labels, scores.argmax(1))
+    assert metrics["mean_per_class_accuracy"] == pytest.approx(expected)
+
+
+def test_topk_is_capped_at_the_number_of_classes():
+    torch.manual_seed(1)
+    metrics = classification_metrics(torch.randn(11, 3), torch.randint(0, 3, (11,)))
+    assert metrics["top5"] == 1.0
+
+
+def test_separable_features_give_100_percent():
+    torch.manual_seed(2)
+    classifier = nn.functional.normalize(torch.randn(9, 5), dim=0)  # (P, C)
+    labels = torch.randint(0, 5, (23,))
+    images = nn.functional.normalize(classifier.t()[labels] + 0.01 * torch.randn(23, 9), dim=-1)  # (N, P)
+    metrics = zero_shot_metrics(images, classifier, labels)
+    assert metrics["top1"] == metrics["mean_per_class_accuracy"] == 1.0
+
+
+def test_random_features_give_chance():
+    torch.manual_seed(3)
+    classifier = nn.functional.normalize(torch.randn(16, 10), dim=0)
+    images = nn.functional.normalize(torch.randn(3000, 16), dim=-1)
+    metrics = zero_shot_metrics(images, classifier, torch.randint(0, 10, (3000,)))
+    assert metrics["top1"] == pytest.approx(0.1, abs=0.03)  # std of the estimate is ~0.0055
+    assert metrics["top5"] == pytest.approx(0.5, abs=0.05)
+
+
+def test_bad_labels_are_rejected():
+    with pytest.raises(ValueError, match="labels must lie in"):
+        classification_metrics(torch.randn(4, 3), torch.tensor([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match="do not fit"):
+        zero_shot_metrics(torch.randn(4, 5), torch.randn(6, 3), torch.zeros(4, dtype=torch.long))
+
+
+# ----------------------------------------------------------------------------------------- encoders
+def test_classifier_is_the_renormalised_mean_of_prompt_embeddings(tiny_model_and_tokenizer):
+    model, tokenizer = tiny_model_and_tokenizer
+    classnames, templates = ["cat", "dog", "small bird"], ["a photo of a {}.", "a blurry {}.", "the big {}"]
+    classifier = build_zero_shot_classifier(model, tokenizer, classnames, templates, batch_size=4, progress=False)
+    assert classifier.shape == (7, 3)
+    model.eval()  # no dropout in the reference either
+    with torch.no_grad():
+        for c, name in enumerate(classnames):
+            per_template = []
+            for template in templates:
+                tokens = tokenizer([template.format(name)], return_tensors="pt")
+                embedding = model.get_text_features(**tokens).pooler_output[0]
+                per_template.append(embedding / embedding.norm())
+            mean = torch.stack(per_template).mean(0)
+            torch.testing.assert_close(classifier[:, c], mean / mean.norm(), atol=1e-5, rtol=1e-5)
+
+
+def test_encoders_match_forward_and_accept_plain_tensors(tiny_model_and_tokenizer):
+    model, tokenizer = tiny_model_and_tokenizer
+    model.train()
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (30, 30, 3), dtype=np.uint8)) for _ in range(5)]
+    images[2] = images[2].convert("L")  # grayscale files are converted to RGB
+
+    def preprocess(batch):  # (B, 3, 30, 30) in [0, 1]; a mapping, as image processors return
+        pixels = [torch.from_numpy(np.array(image, dtype=np.float32) / 255).permute(2, 0, 1) for image in batch]
+        return {"pixel_values": torch.stack(pixels)}
+
+    texts = ["a cat", "a photo of the big dog .", "bird", "a small cat", "the dog"]
+    image_features = encode_images(model, images, preprocess, batch_size=2, progress=False)
+    text_features = encode_texts(model, tokenizer, texts, batch_size=3, progress=False)
+    assert model.training  # the caller's mode is given back
+
+    model.eval()
+    with torch.no_grad():
+        tokens = tokenizer(texts, padding=True, return_tensors="pt")
+        output = model(pixel_values=preprocess([i.convert("RGB") for i in images])["pixel_values"], **tokens)
+    torch.testing.assert_close(image_features, output.image_embeds, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(text_features, output.text_embeds, atol=1e-5, rtol=1e-5)
+
+    # The trainer passes uint8 tensors and its own transform.
+    uint8 = torch.stack([torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1) for image in images])
+    from_tensors = encode_images(model, uint8, lambda batch: torch.stack(batch).float() / 255, progress=False)
+    torch.testing.assert_close(from_tensors, image_features)
+
+    plain = PlainTensorFeatures(model)
+    torch.testing.assert_close(encode_images(plain, images, preprocess, batch_size=4, progress=False), image_features)
+    torch.testing.assert_close(encode_texts(plain, tokenizer, texts, progress=False), text_features)
+
+
+# ------------------------------------------------------------------------------------ data, prompts
+def test_image_folder_with_display_names_in_folders_json_order(tmp_path):
+    root = tmp_path / "pets"
+    folders = ["n02", "n01"]  # class order of folders.json differs from the sorted folder order
+    for k, folder in enumerate(folders):
+        (root / "test" / folder).mkdir(parents=True)
+        for i in range(k + 2):
+            Image.new("RGB", (7, 5), (40 * i, 0, 0)).save(root / "test" / folder / f"{i}.png")
+    (root / "classnames.json").write_text(json.dumps(["dog", "cat"]))
+    (root / "folders.json").write_text(json.dumps(folders))
+    data = load_labelled_images(root / "test")
+    # imagefolder labels are sorted folder names: 0 = n01 (3 images, "cat"), 1 = n02 (2 images, "dog").
+    assert data.classnames == ["cat", "dog"]
+    assert sorted(data.labels.tolist()) == [0, 0, 0, 1, 1]
+    assert len(data.images) == 5
+
+    with pytest.raises(ValueError, match="has splits \\['train'\\]"):
+        load_labelled_images(root / "test", split="validation")
+    (root / "classnames.json").write_text(json.dumps(["dog"]))
+    with pytest.raises(ValueError, match="classnames.json"):
+        load_labelled_images(root / "test")
+
+
+def test_shared_cifar10_matches_its_clip_prompts():
+    data = load_labelled_images(CIFAR10 / "test")
+    assert len(data.images) == 1000
+    assert torch.bincount(data.labels).tolist() == [100] * 10
+    assert data.classnames == list(load_prompts("cifar10").classnames)
+
+
+def test_templates():
+    assert len(get_templates()) == 80  # CLIP's ImageNet ensemble is the default
+    assert len(load_prompts("imagenet").classnames) == 1000
+    assert get_templates("CIFAR10") == load_prompts("cifar10").templates
+    assert all(t.count("{}") == 1 for t in get_templates("cifar10"))
+    with pytest.raises(ValueError, match="no zero-shot prompts"):
+        load_prompts("no-such-set")
+    with pytest.raises(ValueError, match="exactly one"):
+        build_zero_shot_classifier(None, None, ["cat"], ["a photo"])
