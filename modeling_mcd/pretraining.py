@@ -1,0 +1,294 @@
+# Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
+"""MCDForPreTraining: the student dual encoder + a BERT MLM head + the momentum (EMA) teacher.
+
+One forward pass (DESIGN.md "Data flow", step 3):
+
+- the student image tower runs on the original and the augmented view in ONE batched call;
+- the text tower runs on the clean ids and on the MLM-masked ids in ONE batched call (same shape);
+- the teacher image tower (and, with `teacher_text="ema"`, a teacher text tower) runs on both views
+  under `no_grad`;
+- `MCDLoss` computes every term over the global batch.
+
+The teacher lives inside this module with `requires_grad=False` (ALBEF's pattern): DDP keeps it in
+sync, ZeRO-3 partitions it exactly like the student, and every checkpoint saves it, so a resumed run
+continues with the same teacher. Inference needs only `model.mcd` (an `MCDModel`), which is what
+`export_student` returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import initialization as init
+from transformers.models.bert.modeling_bert import BertOnlyMLMHead
+from transformers.utils import ModelOutput
+
+from .configuration_mcd import MCDConfig
+from .losses import MCDLoss
+from .modeling_mcd import MCDModel, MCDPreTrainedModel, build_tower, pool_tower_output
+from .teacher import copy_params_, ema_update_, paired_parameters
+
+TEACHER_TEXT_CHOICES = ("stopgrad", "ema")
+
+
+@dataclass
+class MCDPreTrainingOutput(ModelOutput):
+    r"""
+    Output of [`MCDForPreTraining`].
+
+    Args:
+        loss (`torch.Tensor` of shape `()`): the total objective (SPEC §6).
+        losses (`dict[str, torch.Tensor]`): every named term (`contrastive_loss`, `distill_*_loss`, `mlm_loss`, `loss`).
+        image_embeds (`(B, P)`): normalised student embeddings of the original view, u.
+        aug_image_embeds (`(B, P)`, *optional*): normalised student embeddings of the augmented view, ũ.
+        text_embeds (`(B, P)`): normalised student text embeddings, v.
+        teacher_image_embeds, teacher_aug_image_embeds (`(B, P)`, *optional*): ū and ū̃ (no gradient).
+        teacher_text_embeds (`(B, P)`, *optional*): v̄ from the EMA text tower (`teacher_text="ema"`).
+        logit_scale (`torch.Tensor` of shape `()`): exp of the clamped learnable log-scale.
+    """
+
+    loss: torch.Tensor | None = None
+    losses: dict[str, torch.Tensor] | None = None
+    image_embeds: torch.Tensor | None = None
+    aug_image_embeds: torch.Tensor | None = None
+    text_embeds: torch.Tensor | None = None
+    teacher_image_embeds: torch.Tensor | None = None
+    teacher_aug_image_embeds: torch.Tensor | None = None
+    teacher_text_embeds: torch.Tensor | None = None
+    logit_scale: torch.Tensor | None = None
+
+
+class MCDForPreTraining(MCDPreTrainedModel):
+    r"""
+    MCD pretraining model: `mcd` (the student [`MCDModel`]), `mlm_head` (BERT's MLM head, decoder tied
+    to the word embeddings) and the EMA teacher towers.
+
+    Args:
+        config (`MCDConfig`): the student's config.
+        loss_fn (`MCDLoss`, *optional*): the objective; defaults to the full MCD objective of SPEC §6.
+        teacher_text (`str`, *optional*, defaults to `"stopgrad"`): the teacher-side text embedding v̄:
+            `"stopgrad"` uses the student's v without gradient (SPEC default), `"ema"` keeps an EMA copy
+            of the text tower and its projection.
+    """
+
+    _tied_weights_keys = {
+        "mlm_head.predictions.decoder.weight": "mcd.text_model.embeddings.word_embeddings.weight",
+        "mlm_head.predictions.decoder.bias": "mlm_head.predictions.bias",
+    }
+
+    def __init__(self, config: MCDConfig, loss_fn: MCDLoss | None = None, teacher_text: str = "stopgrad"):
+        super().__init__(config)
+        if teacher_text not in TEACHER_TEXT_CHOICES:
+            raise ValueError(f"teacher_text must be one of {TEACHER_TEXT_CHOICES}, got {teacher_text!r}")
+        for field in ("hidden_act", "layer_norm_eps"):
+            if not hasattr(config.text_config, field):
+                raise ValueError(f"MCDConfig.text_config has no `{field}`: the MLM head needs a BERT-like text tower")
+        self.teacher_text = teacher_text
+        # transformers ties `_tied_weights_keys` only when the config asks for it; follow the text tower's choice
+        # (BERT ties its MLM decoder to the word embeddings).
+        config.tie_word_embeddings = bool(getattr(config.text_config, "tie_word_embeddings", True))
+        self.loss_fn = loss_fn if loss_fn is not None else MCDLoss()
+        self.mcd = MCDModel(config)
+        self.mlm_head = BertOnlyMLMHead(config.text_config)
+
+        # The teacher towers mirror the student's structure; weights are copied from the student below.
+        self.teacher_vision_model = build_tower(config.vision_config, config.vision_pooling)
+        self.teacher_visual_projection = nn.Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
+        if teacher_text == "ema":
+            self.teacher_text_model = build_tower(config.text_config, config.text_pooling)
+            self.teacher_text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
+        self.post_init()
+        self._freeze_teacher()
+        self.reset_teacher()
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs) -> "MCDForPreTraining":
+        """`PreTrainedModel.from_pretrained`, with the teacher frozen again: transformers' loading replaces every
+        parameter by a new one with `requires_grad=True`, which would hand the teacher to the optimizer."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded)._freeze_teacher()  # tuple with output_loading_info
+        return loaded
+
+    # -------------------------------------------------------------------------------------- teacher
+    def _freeze_teacher(self) -> None:
+        for module in self.teacher_modules():
+            module.requires_grad_(False)
+
+    def teacher_modules(self) -> list[nn.Module]:
+        modules = [self.teacher_vision_model, self.teacher_visual_projection]
+        if self.teacher_text == "ema":
+            modules += [self.teacher_text_model, self.teacher_text_projection]
+        return modules
+
+    def _student_modules(self) -> list[nn.Module]:
+        modules = [self.mcd.vision_model, self.mcd.visual_projection]
+        if self.teacher_text == "ema":
+            modules += [self.mcd.text_model, self.mcd.text_projection]
+        return modules
+
+    def teacher_student_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """The teacher's parameters and the student's twins, paired by name (same order)."""
+        teacher, student = [], []
+        for t_module, s_module in zip(self.teacher_modules(), self._student_modules()):
+            t_params, s_params = paired_parameters(t_module, s_module)
+            teacher += t_params
+            student += s_params
+        return teacher, student
+
+    @torch.no_grad()
+    def reset_teacher(self) -> None:
+        """Make the teacher an exact copy of the student (the start of training, SPEC §5)."""
+        copy_params_(*self.teacher_student_parameters())
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float) -> None:
+        """θ̄ ← m·θ̄ + (1 − m)·θ after an optimizer step (SPEC §5, paper Eq. 12); ZeRO-3 safe."""
+        ema_update_(*self.teacher_student_parameters(), momentum=momentum)
+
+    def train(self, mode: bool = True) -> "MCDForPreTraining":
+        # The teacher never uses dropout, whatever mode the student is in.
+        super().train(mode)
+        for module in self.teacher_modules():
+            module.eval()
+        return self
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, BertOnlyMLMHead):
+            std = self.config.text_config.initializer_range
+            transform = module.predictions.transform
+            init.normal_(transform.dense.weight, std=std)
+            init.zeros_(transform.dense.bias)
+            init.ones_(transform.LayerNorm.weight)
+            init.zeros_(transform.LayerNorm.bias)
+            init.zeros_(module.predictions.bias)
+
+    # -------------------------------------------------------------------------------------- encoders
+    def _teacher_image_embeds(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        outputs = self.teacher_vision_model(pixel_values=pixel_values, return_dict=True)
+        pooled = pool_tower_output(outputs, self.config.vision_pooling)
+        return nn.functional.normalize(self.teacher_visual_projection(pooled), dim=-1)
+
+    def _teacher_text_embeds(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
+        outputs = self.teacher_text_model(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True
+        )
+        pooled = pool_tower_output(outputs, self.config.text_pooling, attention_mask)
+        return nn.functional.normalize(self.teacher_text_projection(pooled), dim=-1)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        aug_pixel_values: torch.Tensor | None = None,
+        mlm_input_ids: torch.Tensor | None = None,
+        mlm_labels: torch.Tensor | None = None,
+        alpha: float = 0.0,
+    ) -> MCDPreTrainingOutput:
+        r"""
+        Args:
+            pixel_values (`(B, 3, S, S)`): the original view x (normalised).
+            input_ids, attention_mask, token_type_ids (`(B, L)`): the clean caption.
+            aug_pixel_values (`(B, 3, S, S)`, *optional*): the augmented view x̃; needed by `mpnce`/`mcd`.
+            mlm_input_ids, mlm_labels (`(B, L)`, *optional*): the masked caption and its targets (-100
+                where not masked); needed when the objective uses MLM.
+            alpha (`float`): progressive-distillation α of the current step (SPEC §2).
+
+        Returns:
+            [`MCDPreTrainingOutput`]
+        """
+        loss_fn = self.loss_fn
+        batch = pixel_values.shape[0]
+        needs_aug = loss_fn.objective != "clip"
+        needs_teacher = loss_fn.objective == "mcd" and (loss_fn.use_pos or loss_fn.use_neg or loss_fn.use_noisy)
+        use_mlm = loss_fn.use_mlm
+        if needs_aug and aug_pixel_values is None:
+            raise ValueError(f"objective={loss_fn.objective!r} needs `aug_pixel_values` (the augmented view)")
+        if use_mlm and (mlm_input_ids is None or mlm_labels is None):
+            raise ValueError("the objective uses MLM (use_mlm=True) but `mlm_input_ids`/`mlm_labels` are missing")
+
+        # Student images: both views in one call. (2B, 3, S, S) -> (2B, P)
+        views = torch.cat([pixel_values, aug_pixel_values]) if needs_aug else pixel_values
+        image_all = nn.functional.normalize(self.mcd.get_image_features(views).pooler_output, dim=-1)
+        image_embeds, aug_image_embeds = (image_all[:batch], image_all[batch:]) if needs_aug else (image_all, None)
+
+        # Student text: clean and masked ids in one call (same padding, so they stack). (2B, L, D)
+        text_ids = torch.cat([input_ids, mlm_input_ids]) if use_mlm else input_ids
+        repeat = 2 if use_mlm else 1
+        text_mask = attention_mask.repeat(repeat, 1) if attention_mask is not None else None
+        text_types = token_type_ids.repeat(repeat, 1) if token_type_ids is not None else None
+        text_outputs = self.mcd.text_model(
+            input_ids=text_ids, attention_mask=text_mask, token_type_ids=text_types, return_dict=True
+        )
+        clean = text_outputs.last_hidden_state[:batch]  # (B, L, D)
+        pooler = text_outputs.pooler_output[:batch] if text_outputs.pooler_output is not None else None
+        pooled = pool_tower_output(
+            type(text_outputs)(last_hidden_state=clean, pooler_output=pooler),
+            self.config.text_pooling,
+            attention_mask,
+        )
+        text_embeds = nn.functional.normalize(self.mcd.text_projection(pooled), dim=-1)  # (B, P)
+
+        mlm_logits = mlm_targets = None
+        if use_mlm:
+            # Only masked positions go through the (vocab-sized) head: (M, D) -> (M, V).
+            masked = mlm_labels != -100  # (B, L)
+            mlm_logits = self.mlm_head(text_outputs.last_hidden_state[batch:][masked])
+            mlm_targets = mlm_labels[masked]  # (M,)
+
+        teacher_image = teacher_aug = teacher_text = None
+        if needs_teacher:
+            with torch.no_grad():
+                teacher_all = self._teacher_image_embeds(torch.cat([pixel_values, aug_pixel_values]))
+                teacher_image, teacher_aug = teacher_all[:batch], teacher_all[batch:]
+                if self.teacher_text == "ema":
+                    teacher_text = self._teacher_text_embeds(input_ids, attention_mask, token_type_ids)
+
+        logit_scale = self.mcd.get_logit_scale()
+        losses = loss_fn(
+            image_embeds,
+            text_embeds,
+            logit_scale,
+            aug_image_embeds=aug_image_embeds,
+            teacher_image_embeds=teacher_image,
+            teacher_aug_image_embeds=teacher_aug,
+            teacher_text_embeds=teacher_text,
+            mlm_logits=mlm_logits,
+            mlm_labels=mlm_targets,
+            alpha=alpha,
+        )
+        return MCDPreTrainingOutput(
+            loss=losses["loss"],
+            losses=losses,
+            image_embeds=image_embeds,
+            aug_image_embeds=aug_image_embeds,
+            text_embeds=text_embeds,
+            teacher_image_embeds=teacher_image,
+            teacher_aug_image_embeds=teacher_aug,
+            teacher_text_embeds=teacher_text,
+            logit_scale=logit_scale.detach(),
+        )
+
+    # ------------------------------------------------------------------------------------ conversion
+    @classmethod
+    def from_student(cls, student: MCDModel, **kwargs) -> "MCDForPreTraining":
+        """Wrap an existing `MCDModel` (e.g. built from pretrained towers): its weights become the student
+        and the teacher starts as an exact copy of them; the MLM head is new."""
+        model = cls(student.config, **kwargs)
+        missing, unexpected = model.mcd.load_state_dict(student.state_dict(), strict=False)
+        if unexpected or [k for k in missing if not k.endswith("position_ids")]:
+            raise RuntimeError(f"student weights do not fit: missing={missing}, unexpected={unexpected}")
+        model.tie_weights()
+        model.reset_teacher()
+        return model
+
+    def export_student(self) -> MCDModel:
+        """The inference model (SPEC §7): the student only, no teacher, no MLM head."""
+        return self.mcd
+
+
+__all__ = ["MCDForPreTraining", "MCDPreTrainingOutput", "TEACHER_TEXT_CHOICES"]
