@@ -192,11 +192,30 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> None:
     compositionality.set_defaults(func=eval_compositionality)
 
 
+def export_command(args: argparse.Namespace) -> int:
+    """`mcd export`: a saved MCD folder -> a stock VisionTextDualEncoderModel folder (no custom code)."""
+    from .export import export_to_vision_text_dual_encoder
+
+    out = export_to_vision_text_dual_encoder(args.model, args.output_dir)
+    print(f"wrote a VisionTextDualEncoderModel folder to {out}")
+    return 0
+
+
+def add_export_parser(commands) -> None:
+    parser = commands.add_parser(
+        "export", help="convert a saved MCD model to a stock transformers VisionTextDualEncoderModel folder"
+    )
+    parser.add_argument("--model", required=True, help="folder written by MCDModel.save_pretrained (+ processor)")
+    parser.add_argument("--output-dir", required=True, help="where to write the VisionTextDualEncoderModel folder")
+    parser.set_defaults(func=export_command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `mcd` parser; each command adds its own sub-parser."""
     parser = argparse.ArgumentParser(prog="mcd", description="MCD: evaluate, export and document models")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_eval_parser(commands)
+    add_export_parser(commands)
     return parser
 
 

@@ -334,9 +334,9 @@ class MCDModel(MCDPreTrainedModel):
         """Switch activation checkpointing on or off for each tower separately."""
         for tower, enabled in ((self.vision_model, vision), (self.text_model, text)):
             if enabled:
-                tower.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
-            elif tower.is_gradient_checkpointing:
-                tower.gradient_checkpointing_disable()
+                tower.activation_checkpointing_enable(activation_checkpointing_kwargs=gradient_checkpointing_kwargs)
+            elif tower.is_activation_checkpointing:
+                tower.activation_checkpointing_disable()
 
 
 __all__ = ["MCDModel", "MCDOutput", "MCDPreTrainedModel", "clip_contrastive_loss", "pool_tower_output"]

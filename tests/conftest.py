@@ -10,6 +10,10 @@ from transformers import BertConfig, BertTokenizer, ViTConfig, ViTImageProcessor
 
 from modeling_mcd import MCDConfig, MCDModel, MCDProcessor
 
+# Tests never reach a hub: everything they load is made locally.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
 # Keep the 2-core CI machine responsive when several torch processes run.
 torch.set_num_threads(1)
 

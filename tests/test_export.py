@@ -60,3 +60,10 @@ def test_non_pooler_pooling_refuses_to_export(field):
     model = MCDModel(tiny_config(**{field: "cls"}))
     with pytest.raises(ValueError, match=field):
         to_vision_text_dual_encoder(model)
+
+
+def test_mcd_export_command(tiny_model_dir, tmp_path):
+    from modeling_mcd.cli import main
+
+    assert main(["export", "--model", tiny_model_dir, "--output-dir", str(tmp_path / "stock")]) == 0
+    assert type(AutoModel.from_pretrained(tmp_path / "stock")) is VisionTextDualEncoderModel

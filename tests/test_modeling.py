@@ -126,8 +126,8 @@ def test_mean_pooling_ignores_padding(tiny_model):
 def test_gradient_checkpointing_per_tower(tiny_model):
     tiny_model.train()
     tiny_model.set_tower_gradient_checkpointing(vision=True, text=False)
-    assert tiny_model.vision_model.is_gradient_checkpointing
-    assert not tiny_model.text_model.is_gradient_checkpointing
+    assert tiny_model.vision_model.is_activation_checkpointing
+    assert not tiny_model.text_model.is_activation_checkpointing
     pixel_values, text = _inputs(num_images=5, num_texts=5)
     tiny_model(pixel_values=pixel_values, **text, return_loss=True).loss.backward()
     assert tiny_model.vision_model.embeddings.patch_embeddings.projection.weight.grad is not None
