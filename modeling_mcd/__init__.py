@@ -12,8 +12,13 @@ __version__ = "0.1.0"
 from transformers import AutoConfig, AutoModel, AutoModelForZeroShotImageClassification, AutoProcessor
 
 from .configuration_mcd import MCDConfig
+from .losses import MCDLoss
 from .modeling_mcd import MCDModel, MCDOutput, MCDPreTrainedModel
+from .pretraining import MCDForPreTraining, MCDPreTrainingOutput
 from .processing_mcd import MCDProcessor
+
+# The trainer, data pipeline and augmentation need the `train` extra (accelerate, datasets, kornia):
+# import them from their modules, e.g. `from modeling_mcd.trainer import MCDTrainer`.
 
 AutoConfig.register(MCDConfig.model_type, MCDConfig, exist_ok=True)
 AutoModel.register(MCDConfig, MCDModel, exist_ok=True)
@@ -27,9 +32,12 @@ MCDProcessor.register_for_auto_class("AutoProcessor")
 __all__ = sorted(
     [
         "MCDConfig",
+        "MCDForPreTraining",
+        "MCDLoss",
         "MCDModel",
         "MCDOutput",
         "MCDPreTrainedModel",
+        "MCDPreTrainingOutput",
         "MCDProcessor",
         "__version__",
     ]

@@ -104,6 +104,15 @@ class MCDForPreTraining(MCDPreTrainedModel):
         self.reset_teacher()
 
     @classmethod
+    def _from_config(cls, config: MCDConfig, **kwargs) -> "MCDForPreTraining":
+        """`PreTrainedModel._from_config` (the way to build a fresh model under DeepSpeed ZeRO-3: it partitions
+        while constructing), with the teacher made a copy of the student again: under ZeRO-3 transformers
+        re-initialises every weight after construction (`initialize_weights_zero3`), teacher included."""
+        model = super()._from_config(config, **kwargs)
+        model.reset_teacher()
+        return model
+
+    @classmethod
     def from_pretrained(cls, *args, **kwargs) -> "MCDForPreTraining":
         """`PreTrainedModel.from_pretrained`, with the teacher frozen again: transformers' loading replaces every
         parameter by a new one with `requires_grad=True`, which would hand the teacher to the optimizer."""
