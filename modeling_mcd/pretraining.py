@@ -165,14 +165,18 @@ class MCDForPreTraining(MCDPreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        if isinstance(module, BertOnlyMLMHead):
-            std = self.config.text_config.initializer_range
-            transform = module.predictions.transform
-            init.normal_(transform.dense.weight, std=std)
-            init.zeros_(transform.dense.bias)
-            init.ones_(transform.LayerNorm.weight)
-            init.zeros_(transform.LayerNorm.bias)
-            init.zeros_(module.predictions.bias)
+        # BERT's MLM-head init, set on the module that OWNS each weight: transformers skips custom-code modules
+        # that have no parameters of their own (`BertOnlyMLMHead`, the transform), and under ZeRO-3 it gathers
+        # only a module's own and its direct children's weights before calling this (`initialize_weights_zero3`).
+        head = self.mlm_head.predictions
+        if module is head.transform.dense:
+            init.normal_(module.weight, std=self.config.text_config.initializer_range)
+            init.zeros_(module.bias)
+        elif module is head.transform.LayerNorm:
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif module is head:
+            init.zeros_(module.bias)  # the decoder's bias is tied to it, its weight to the word embeddings
 
     # -------------------------------------------------------------------------------------- encoders
     def _teacher_image_embeds(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -296,8 +300,22 @@ class MCDForPreTraining(MCDPreTrainedModel):
         return model
 
     def export_student(self) -> MCDModel:
-        """The inference model (SPEC §7): the student only, no teacher, no MLM head."""
-        return self.mcd
+        """The inference model (SPEC §7): the student only, no teacher, no MLM head.
+
+        Under DeepSpeed ZeRO-3 each process holds only a shard of every weight, so the student is gathered
+        into a new, whole `MCDModel` on every process: a collective, call it on all of them.
+        """
+        if not any(hasattr(param, "ds_id") for param in self.mcd.parameters()):
+            return self.mcd
+        import deepspeed
+        from transformers.modeling_utils import set_zero3_state
+
+        with deepspeed.zero.GatheredParameters(list(self.mcd.parameters())):
+            state = {name: tensor.detach().clone() for name, tensor in self.mcd.state_dict().items()}
+        with set_zero3_state():  # marks zero.Init as already active, so the towers are built whole
+            student = MCDModel(self.config)
+        student.load_state_dict(state)
+        return student
 
 
 __all__ = ["MCDForPreTraining", "MCDPreTrainingOutput", "TEACHER_TEXT_CHOICES"]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,3 +87,31 @@ def comparable_config(config) -> dict:
         return {k: strip(v) if isinstance(v, dict) else v for k, v in d.items() if k not in volatile}
 
     return strip(config.to_dict())
+
+
+#: The real data shipped beside the repository (`../shared/data`); tests may read it, the product never does.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def load_worker(path: Path):
+    """Import a `tests/_*_worker.py` script as a module (it is also run as a torchrun entry point)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_two_process_worker(worker_path: Path, out_dir: Path, timeout: int = 180) -> list[dict]:
+    """Run `worker_path out_dir` under `torchrun --standalone --nproc_per_node 2` (gloo on CPU; --standalone
+    picks a free port) and load each rank's `rank{r}.pt`."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.run(
+        [*command, str(worker_path), str(out_dir)],
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        cwd=worker_path.parent,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(2)]

@@ -8,21 +8,17 @@ objectives: the same loss terms and the same DDP-averaged parameter gradients as
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import load_worker, run_two_process_worker
+
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 WORKER_PATH = Path(__file__).with_name("_dist_model_worker.py")
-_spec = importlib.util.spec_from_file_location("_dist_model_worker", WORKER_PATH)
-worker = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(worker)
+worker = load_worker(WORKER_PATH)
 
 # Terms over the global batch, identical on every rank. `mlm_loss` (and so `loss`) is each rank's share,
 # whose mean over ranks is the global value.
@@ -32,19 +28,7 @@ SHARED_TERMS = ("contrastive_loss", "distill_pos_loss", "distill_neg_loss", "dis
 @pytest.fixture(scope="module")
 def rank_results(tmp_path_factory) -> list[dict]:
     out_dir = tmp_path_factory.mktemp("dist_model")
-    # --standalone picks a free rendezvous port on localhost.
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [*command, str(WORKER_PATH), str(out_dir)],
-        env=env,
-        cwd=WORKER_PATH.parent,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(2)]
+    return run_two_process_worker(WORKER_PATH, out_dir, timeout=180)
 
 
 @pytest.mark.parametrize("objective", worker.OBJECTIVES)

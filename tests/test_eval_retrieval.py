@@ -14,7 +14,9 @@ from torch import nn
 
 from modeling_mcd.evaluation import load_captioned_images, retrieval_metrics, retrieval_ranks
 
-FLICKR8K = Path("/work/shared/data/flickr8k")
+from conftest import SHARED_DATA
+
+FLICKR8K = SHARED_DATA / "flickr8k"
 
 # Hand-worked example: 3 images, captions 0-4 belong to image 0, 5-9 to image 1, 10-14 to image 2.
 # With image features = the identity, row t below is caption t's score against images 0, 1, 2.

@@ -25,7 +25,9 @@ from modeling_mcd.evaluation import (
     zero_shot_metrics,
 )
 
-CIFAR10 = Path("/work/shared/data/cifar10")
+from conftest import SHARED_DATA
+
+CIFAR10 = SHARED_DATA / "cifar10"
 WORDS = "a photo of the cat dog bird small big blurry".split()
 
 
