@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from transformers.utils import is_sagemaker_mp_enabled, logging
 
 from .augmentation import MCDViews
 from .data import BAD_SAMPLE_REASONS
+from .evaluation.tasks import RetrievalTask, ZeroShotTask, run_tasks
 from .losses import OBJECTIVES, MCDLoss, progressive_alpha
 from .pretraining import TEACHER_TEXT_CHOICES, MCDForPreTraining
 from .teacher import momentum_at
@@ -220,6 +221,8 @@ class MCDTrainer(Trainer):
         views: MCDViews | None = None,
         image_mean=(0.5, 0.5, 0.5),
         image_std=(0.5, 0.5, 0.5),
+        eval_tasks: Sequence[ZeroShotTask | RetrievalTask] = (),
+        eval_preprocess: Callable | None = None,
         **kwargs,
     ):
         if not isinstance(args, MCDTrainingArguments):
@@ -236,6 +239,9 @@ class MCDTrainer(Trainer):
             orig_scale=tuple(args.orig_crop_scale),
             aug_scale=tuple(args.aug_crop_scale),
         )
+        if eval_tasks and eval_preprocess is None:
+            raise ValueError("eval_tasks need eval_preprocess (a list of images -> pixel_values)")
+        self.eval_tasks, self.eval_preprocess = list(eval_tasks), eval_preprocess
         self.ema_callback = TeacherEMACallback(args.base_momentum)
         callbacks = list(kwargs.pop("callbacks", None) or []) + [self.ema_callback]
         super().__init__(model=model, args=args, callbacks=callbacks, **kwargs)
@@ -318,6 +324,26 @@ class MCDTrainer(Trainer):
         with torch.no_grad():
             loss = self.compute_loss(model, self._prepare_inputs(inputs))
         return loss.detach(), None, None
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """The objective's loss on the evaluation split (when there is one), plus every evaluation task
+        (zero-shot, retrieval) run on the student, all logged together.
+
+        Every process runs the tasks on the same data (under ZeRO-3 the forward passes are collective); they
+        all get the same metrics.
+        """
+        metrics: dict[str, float] = {}
+        if eval_dataset is not None or self.eval_dataset is not None:
+            metrics.update(super().evaluate(eval_dataset, ignore_keys, metric_key_prefix))
+        if self.eval_tasks:
+            student = _unwrap(self.model).export_student()
+            tokenizer = self.processing_class
+            task_metrics = run_tasks(self.eval_tasks, student, tokenizer, self.eval_preprocess)
+            prefixed = {f"{metric_key_prefix}_{name}": value for name, value in task_metrics.items()}
+            self.log(prefixed)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, prefixed)
+            metrics.update(prefixed)
+        return metrics
 
     # -------------------------------------------------------------------------------------- logging
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

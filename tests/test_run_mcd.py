@@ -97,6 +97,30 @@ def test_main_trains_evaluates_and_saves_a_loadable_model(tmp_path):
 
 
 @pytest.mark.slow
+def test_evaluation_during_training_logs_the_tasks_with_the_losses(tmp_path):
+    run_mcd = _load_script()
+    out = tmp_path / "run"
+    args = TINY_RUN + ["--output_dir", str(out), "--eval_max_samples", "9", "--eval_strategy", "steps", "--eval_steps", "2"]
+    args[args.index("--save_strategy") + 1] = "steps"
+    run_mcd.main(args + ["--save_steps", "3"])
+    history = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["log_history"]
+    evaluations = [entry for entry in history if "eval_synthetic_zero_shot_top1" in entry]
+    # every --eval_steps, and at the last step (the Trainer evaluates at the end of a step-based run)
+    assert [entry["step"] for entry in evaluations] == [2, 3]
+    losses = [entry for entry in history if "eval_loss" in entry]
+    assert [entry["step"] for entry in losses] == [2, 3] and losses[0]["eval_loss"] > 0
+    assert 0.0 <= evaluations[0]["eval_synthetic_retrieval_mean_recall"] <= 1.0
+
+
+def test_evaluation_during_training_needs_a_validation_split(tmp_path):
+    run_mcd = _load_script()
+    jsonl = tmp_path / "pairs.jsonl"
+    jsonl.write_text('{"image": "a.png", "caption": "a red circle"}\n')
+    with pytest.raises(ValueError, match="validation_split"):
+        run_mcd.main(TINY_RUN + ["--output_dir", str(tmp_path / "o"), "--dataset", str(jsonl), "--eval_strategy", "steps"])
+
+
+@pytest.mark.slow
 def test_resume_continues_from_the_last_checkpoint(tmp_path):
     run_mcd = _load_script()
     out = tmp_path / "run"

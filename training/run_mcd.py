@@ -103,6 +103,10 @@ class DataArguments:
         },
     )
     train_split: str = field(default="train", metadata={"help": "Split used for training."})
+    validation_split: str | None = field(
+        default=None,
+        metadata={"help": "Split whose objective loss is evaluated with --eval_strategy (synthetic: 'validation')."},
+    )
     image_column: str = field(default="image", metadata={"help": "Column holding the image (or its path)."})
     caption_column: str = field(default="caption", metadata={"help": "Column holding the caption(s)."})
     streaming: bool = field(default=False, metadata={"help": "Stream the dataset (for data larger than the disk)."})
@@ -184,18 +188,30 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         num_test=data_args.synthetic_num_test,
         seed=training_args.seed,
     )
+    evaluate_during_training = training_args.eval_strategy != "no"
+    raw_validation = None
     with training_args.main_process_first(desc="loading data"):
         if data_args.dataset == SYNTHETIC:
-            raw_train = load_synthetic_dataset(synthetic_config)["train"].select_columns(["image", "captions"])
-            raw_train = raw_train.rename_column("captions", "caption")
+            splits = load_synthetic_dataset(synthetic_config)
+            raw_train = synthetic_pairs(splits["train"])
+            if evaluate_during_training:
+                raw_validation = synthetic_pairs(splits["validation"])
         else:
-            raw_train = load_image_text_dataset(
+            load = partial(
+                load_image_text_dataset,
                 data_args.dataset,
-                split=data_args.train_split,
                 image_column=data_args.image_column,
                 caption_column=data_args.caption_column,
                 streaming=data_args.streaming,
             )
+            raw_train = load(split=data_args.train_split)
+            if evaluate_during_training:
+                if not data_args.validation_split:
+                    raise ValueError(
+                        f"--eval_strategy {training_args.eval_strategy} needs --validation_split for --dataset "
+                        f"{data_args.dataset} (the objective's loss is evaluated on it, with the evaluation tasks)"
+                    )
+                raw_validation = load(split=data_args.validation_split)
 
     # 4. Tokenizer: the text tower's, a named one, or WordPiece trained on the captions.
     tokenizer_source = model_args.tokenizer_name_or_path or model_args.text_model_name_or_path
@@ -216,6 +232,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         max_pixels=data_args.max_image_pixels,
         seed=training_args.seed,
     )
+    eval_dataset = None
+    if raw_validation is not None:
+        eval_dataset = image_text_dataset(
+            raw_validation, base_size, on_bad_sample=data_args.on_bad_sample, max_pixels=data_args.max_image_pixels
+        )
     collator = MCDCollator(
         tokenizer=tokenizer,
         max_length=data_args.max_seq_length,
@@ -231,17 +252,20 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         model=model,
         args=training_args,
         train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
         data_collator=collator,
         processing_class=tokenizer,
         image_mean=image_processor.image_mean,
         image_std=image_processor.image_std,
+        eval_tasks=tasks,
+        eval_preprocess=preprocess,
     )
     checkpoint = training_args.resume_from_checkpoint
     if checkpoint is None and os.path.isdir(training_args.output_dir):
         checkpoint = get_last_checkpoint(training_args.output_dir)
         if checkpoint:
             logger.info("resuming from %s", checkpoint)
-    if training_args.do_train or not training_args.do_eval:
+    if training_args.do_train:  # every recipe sets do_train; --do_train false only evaluates a resumed model
         result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.log_metrics("train", result.metrics)
         skipped = trainer.total_bad_sample_counts()
@@ -274,6 +298,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         logger.info("saved the inference model to %s", export_dir)
     trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def synthetic_pairs(split: datasets.Dataset) -> datasets.Dataset:
+    """A synthetic split as image/caption pairs; `caption` holds all 5 captions (one is drawn per step)."""
+    return split.select_columns(["image", "captions"]).rename_column("captions", "caption")
 
 
 def caption_corpus(dataset) -> list[str]:
