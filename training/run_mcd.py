@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import random
 import sys
 from dataclasses import dataclass, field
 from functools import partial
@@ -398,9 +399,12 @@ def build_eval_tasks(data_args: DataArguments, synthetic_config: SyntheticConfig
 
         labelled = load_labelled_images(data_args.eval_zero_shot_folder)
         images, labels = labelled.images, labelled.labels
-        if cap:
-            images, labels = [images[i] for i in range(min(cap, len(images)))], labels[:cap]
-        name = Path(data_args.eval_zero_shot_folder).name
+        if cap and cap < len(images):
+            # a seeded subset: folders are sorted by class, so the first `cap` images would be one class
+            keep = sorted(random.Random(0).sample(range(len(images)), cap))
+            images, labels = [images[i] for i in keep], labels[keep]
+        folder = Path(data_args.eval_zero_shot_folder)
+        name = folder.parent.name if folder.name in ("test", "val", "validation", "train") else folder.name
         if labelled.classnames is None:
             raise ValueError(f"--eval_zero_shot_folder {data_args.eval_zero_shot_folder}: no class names found")
         classnames = labelled.classnames
