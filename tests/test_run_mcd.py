@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModel, AutoProcessor, pipeline
+from transformers import AutoModel, AutoProcessor, AutoTokenizer, pipeline
 
 from modeling_mcd import MCDModel
 
@@ -86,6 +86,8 @@ def test_main_trains_evaluates_and_saves_a_loadable_model(tmp_path):
     assert saved["chance_synthetic_zero_shot_top1"] == pytest.approx(1 / 30, rel=0.5)
 
     processor = AutoProcessor.from_pretrained(export)
+    # the trained tokenizer is kept in output_dir, so a resumed run (and every process) uses the same vocab
+    assert AutoTokenizer.from_pretrained(out / "tokenizer").get_vocab() == processor.tokenizer.get_vocab()
     from PIL import Image
 
     image = Image.new("RGB", (40, 40), (220, 30, 30))

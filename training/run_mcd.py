@@ -219,8 +219,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if tokenizer_source:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
     else:
-        tokenizer = train_wordpiece_tokenizer(caption_corpus(raw_train), vocab_size=model_args.tokenizer_vocab_size)
-        logger.info("trained a WordPiece tokenizer on the captions: %d tokens", len(tokenizer))
+        # Trained once and kept in output_dir: every process, and a resumed run, then use the same vocabulary.
+        tokenizer_dir = os.path.join(training_args.output_dir, "tokenizer")
+        with training_args.main_process_first(desc="training the tokenizer"):
+            if os.path.isfile(os.path.join(tokenizer_dir, "tokenizer.json")):
+                tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+            else:
+                tokenizer = train_wordpiece_tokenizer(
+                    caption_corpus(raw_train), vocab_size=model_args.tokenizer_vocab_size
+                )
+                tokenizer.save_pretrained(tokenizer_dir)
+                logger.info("trained a WordPiece tokenizer on the captions: %d tokens", len(tokenizer))
 
     # 5. Model: from configs, or from two pretrained towers.
     model, image_processor = build_model(model_args, tokenizer, training_args)
