@@ -368,7 +368,8 @@ def build_model(model_args: ModelArguments, tokenizer, training_args: MCDTrainin
             vision_pooling=model_args.vision_pooling,
             text_pooling=model_args.text_pooling,
         )
-        model = MCDForPreTraining(config, teacher_text=training_args.teacher_text)
+        # `_from_config` (not the constructor) so that DeepSpeed ZeRO-3 can build the model partitioned
+        model = MCDForPreTraining._from_config(config, teacher_text=training_args.teacher_text)
         image_processor = ViTImageProcessorPil(
             size={"height": model_args.image_size, "width": model_args.image_size},
             image_mean=[0.5, 0.5, 0.5],
