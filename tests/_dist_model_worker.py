@@ -20,7 +20,7 @@ from modeling_mcd.distributed import world_info
 from modeling_mcd.losses import MCDLoss
 from modeling_mcd.pretraining import MCDForPreTraining
 
-from conftest import TINY_IMAGE_SIZE, tiny_config, tiny_tokenizer
+from conftest import fixed_pretraining_batch, tiny_config
 
 OBJECTIVES = ("clip", "mpnce", "mcd")
 GLOBAL_BATCH = 6  # 3 rows per rank
@@ -41,23 +41,7 @@ MASKED = [(0, 2), (2, 1), (3, 1), (3, 4), (4, 2), (5, 3), (5, 6)]
 
 def global_batch() -> dict[str, torch.Tensor]:
     """The fixed global batch: pre-made views (float64) and a fixed MLM copy of the captions."""
-    generator = torch.Generator().manual_seed(0)
-    shape = (GLOBAL_BATCH, 3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)
-    pixel_values = torch.randn(shape, generator=generator, dtype=torch.float64)
-    aug_pixel_values = torch.randn(shape, generator=generator, dtype=torch.float64)
-    tokenizer = tiny_tokenizer()
-    text = tokenizer(CAPTIONS, padding=True, return_tensors="pt")  # padded to the global longest
-    mlm_input_ids, mlm_labels = text["input_ids"].clone(), torch.full_like(text["input_ids"], -100)
-    for row, token in MASKED:
-        mlm_labels[row, token] = text["input_ids"][row, token]
-        mlm_input_ids[row, token] = tokenizer.mask_token_id
-    return {
-        "pixel_values": pixel_values,
-        "aug_pixel_values": aug_pixel_values,
-        **text,
-        "mlm_input_ids": mlm_input_ids,
-        "mlm_labels": mlm_labels,
-    }
+    return fixed_pretraining_batch(CAPTIONS, MASKED, seed=0, dtype=torch.float64)
 
 
 def build_model(objective: str) -> MCDForPreTraining:

@@ -115,3 +115,26 @@ def run_two_process_worker(worker_path: Path, out_dir: Path, timeout: int = 180)
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(2)]
+
+
+def fixed_pretraining_batch(
+    captions: list[str], masked: list[tuple[int, int]], seed: int = 0, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
+    """A batch for `MCDForPreTraining.forward` with no randomness left: pre-made views `(B, 3, S, S)` from
+    `seed`, and an MLM copy of the captions with exactly the `(row, token)` positions in `masked` masked."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (2, len(captions), 3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE)
+    pixel_values, aug_pixel_values = torch.randn(shape, generator=generator, dtype=dtype)
+    tokenizer = tiny_tokenizer()
+    text = tokenizer(captions, padding=True, return_tensors="pt")  # (B, L)
+    mlm_input_ids, mlm_labels = text["input_ids"].clone(), torch.full_like(text["input_ids"], -100)
+    for row, token in masked:
+        mlm_labels[row, token] = text["input_ids"][row, token]
+        mlm_input_ids[row, token] = tokenizer.mask_token_id
+    return {
+        "pixel_values": pixel_values,
+        "aug_pixel_values": aug_pixel_values,
+        **text,
+        "mlm_input_ids": mlm_input_ids,
+        "mlm_labels": mlm_labels,
+    }

@@ -14,7 +14,7 @@ from modeling_mcd import MCDModel
 from modeling_mcd.losses import MCDLoss
 from modeling_mcd.pretraining import MCDForPreTraining
 
-from conftest import TINY_IMAGE_SIZE, tiny_config, tiny_tokenizer
+from conftest import fixed_pretraining_batch, tiny_config
 
 BATCH = 5
 CAPTIONS = ["a photo of a red circle", "two blue squares", "a cat", "a big green star on the left", "this is a dog"]
@@ -30,21 +30,7 @@ def _model(objective: str = "mcd", teacher_text: str = "stopgrad", seed: int = 0
 
 
 def _batch(seed: int = 0) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    pixel_values, aug_pixel_values = torch.randn(2, BATCH, 3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, generator=generator)
-    tokenizer = tiny_tokenizer()
-    text = tokenizer(CAPTIONS, padding=True, return_tensors="pt")
-    mlm_input_ids, mlm_labels = text["input_ids"].clone(), torch.full_like(text["input_ids"], -100)
-    for row, token in MASKED:
-        mlm_labels[row, token] = text["input_ids"][row, token]
-        mlm_input_ids[row, token] = tokenizer.mask_token_id
-    return {
-        "pixel_values": pixel_values,
-        "aug_pixel_values": aug_pixel_values,
-        **text,
-        "mlm_input_ids": mlm_input_ids,
-        "mlm_labels": mlm_labels,
-    }
+    return fixed_pretraining_batch(CAPTIONS, MASKED, seed)
 
 
 @torch.no_grad()
