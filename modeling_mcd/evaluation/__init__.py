@@ -5,9 +5,11 @@ compositionality (SugarCrepe).
 Encoding (`features`) is separate from the metrics, which are pure functions on embedding tensors, so the
 `mcd eval` command, the benchmarks and the trainer's in-training evaluation share them.
 
-Hugging Face `evaluate` is not used: its hub metrics are downloads, and its `Metric` takes predictions and
-references, not embedding matrices; torch computes these metrics on the accelerator directly and the tests
-check them against scikit-learn and naive loops.
+The metrics are torch functions on embeddings or score matrices, run on the accelerator and checked in the
+tests against scikit-learn and naive loops. `evaluate_metrics` wraps them as local Hugging Face `evaluate`
+modules (`load_metric("zero_shot_accuracy")`, `load_metric("retrieval_recall")`: loaded from the package
+folder, never downloaded) for `add_batch` accumulation and `evaluate`'s multi-process gathering; they call the
+same functions, so the numbers are identical.
 """
 
 from .compositionality import compositionality_metrics
@@ -20,6 +22,7 @@ from .data import (
     load_labelled_images,
     load_sugarcrepe,
 )
+from .evaluate_metrics import load_metric
 from .features import default_max_length, encode_images, encode_texts, load_model_and_processor
 from .linear_probe import DEFAULT_C_GRID, linear_probe_metrics
 from .metrics import classification_metrics
@@ -43,6 +46,7 @@ __all__ = sorted(
         "encode_texts",
         "get_templates",
         "linear_probe_metrics",
+        "load_metric",
         "load_captioned_images",
         "load_labelled_images",
         "load_model_and_processor",
