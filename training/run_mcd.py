@@ -59,6 +59,8 @@ from modeling_mcd.wordpiece import train_wordpiece_tokenizer
 logger = logging.getLogger("run_mcd")
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
+# The card template sits in the checkout next to training/, so a non-editable install of the package works too.
+CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "hub_cards" / "mcd_model_card.md.jinja"
 SYNTHETIC = "synthetic"
 
 
@@ -304,6 +306,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             metrics=metrics,
             chance=chance_levels(tasks),
             steps=trainer.state.global_step,
+            template_path=CARD_TEMPLATE,
         )
         logger.info("saved the inference model to %s", export_dir)
     trainer.accelerator.wait_for_everyone()
