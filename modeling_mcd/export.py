@@ -53,7 +53,8 @@ def to_vision_text_dual_encoder(model: MCDModel) -> VisionTextDualEncoderModel:
     vtde = VisionTextDualEncoderModel(vtde_config)
     state = model.state_dict()
     # The stock class has no clamp on the temperature: store the clamped value so logits match too.
-    state["logit_scale"] = model.logit_scale.detach().clamp(max=config.logit_scale_max).clone()
+    # MCD keeps the log-scale as shape (1,) (DeepSpeed cannot broadcast 0-dim parameters); the stock class as ().
+    state["logit_scale"] = model.logit_scale.detach().clamp(max=config.logit_scale_max).reshape(())
     missing, unexpected = vtde.load_state_dict(state, strict=False)
     # Only non-persistent buffers (e.g. position_ids) may differ between the two classes.
     real_missing = [k for k in missing if not k.endswith("position_ids")]

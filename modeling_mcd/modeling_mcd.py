@@ -159,7 +159,9 @@ class MCDModel(MCDPreTrainedModel):
         self.projection_dim = config.projection_dim
         self.visual_projection = nn.Linear(self.vision_embed_dim, self.projection_dim, bias=False)
         self.text_projection = nn.Linear(self.text_embed_dim, self.projection_dim, bias=False)
-        self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
+        # Shape (1,), not CLIP's (): DeepSpeed 0.19 broadcasts every parameter as `p.data.view(torch.uint8)`,
+        # which torch refuses for 0-dim tensors. `get_logit_scale` returns a 0-dim tensor as CLIP's would.
+        self.logit_scale = nn.Parameter(torch.tensor([float(config.logit_scale_init_value)]))
         self.post_init()
 
     # ----------------------------------------------------------------------------------------- features
@@ -214,7 +216,7 @@ class MCDModel(MCDPreTrainedModel):
 
     def get_logit_scale(self) -> torch.Tensor:
         """exp(logit_scale), with the log-scale clamped at `config.logit_scale_max` (CLIP's 100)."""
-        return self.logit_scale.clamp(max=self.config.logit_scale_max).exp()
+        return self.logit_scale.clamp(max=self.config.logit_scale_max).exp().squeeze(0)  # ()
 
     # ------------------------------------------------------------------------------------------ forward
     def forward(

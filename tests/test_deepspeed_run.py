@@ -96,12 +96,6 @@ def _run(tmp_path: Path, name: str, nproc: int, stage: int | None) -> tuple[Path
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     errors = "\n".join(line for line in result.stderr.splitlines() if "Error" in line and "elastic" not in line)
-    if result.returncode != 0 and DEEPSPEED_0DIM_BUG in result.stderr:
-        # Only this known upstream failure is tolerated; any other failure fails the test.
-        pytest.xfail(
-            "DeepSpeed 0.19 broadcasts every parameter as `p.data.view(torch.uint8)`, which fails for 0-dim "
-            "parameters such as CLIP's and MCD's logit_scale (engine._broadcast_model, zero.Init)"
-        )
     assert result.returncode == 0, f"{name} failed:\n{errors[-4000:]}\n...\n{result.stderr[-3000:]}"
     state = json.loads((out / f"checkpoint-{NUM_STEPS}" / "trainer_state.json").read_text())
     return out, state
@@ -109,10 +103,6 @@ def _run(tmp_path: Path, name: str, nproc: int, stage: int | None) -> tuple[Path
 
 def _step_logs(state: dict) -> dict[int, dict]:
     return {entry["step"]: entry for entry in state["log_history"] if "loss" in entry}
-
-
-#: The error DeepSpeed 0.19 raises for a 0-dim parameter (our logit_scale) in its parameter broadcasts.
-DEEPSPEED_0DIM_BUG = "self.dim() cannot be 0 to view Float as Byte"
 
 
 @pytest.mark.slow

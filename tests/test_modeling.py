@@ -68,6 +68,8 @@ def test_token_type_and_position_ids_are_accepted(tiny_model):
 
 def test_logit_scale_init_and_clamp(tiny_model):
     assert tiny_model.logit_scale.item() == pytest.approx(math.log(1 / 0.07), rel=1e-6)
+    # (1,) so DeepSpeed can broadcast it; the scale handed out is 0-dim like CLIP's
+    assert tiny_model.logit_scale.shape == (1,) and tiny_model.get_logit_scale().dim() == 0
     with torch.no_grad():
         tiny_model.logit_scale.fill_(10.0)  # exp(10) >> 100
     assert tiny_model.get_logit_scale().item() == pytest.approx(100.0, rel=1e-5)
