@@ -28,7 +28,7 @@ from transformers.trainer_utils import has_length
 from transformers.utils import is_sagemaker_mp_enabled, logging
 
 from .augmentation import MCDViews
-from .data import BAD_SAMPLE_REASONS
+from .data import BAD_SAMPLE_REASONS, BadSampleCounter
 from .evaluation.tasks import RetrievalTask, ZeroShotTask, run_tasks
 from .losses import OBJECTIVES, MCDLoss, progressive_alpha
 from .pretraining import TEACHER_TEXT_CHOICES, MCDForPreTraining
@@ -250,7 +250,7 @@ class MCDTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self._term_sums: dict[str, float] = defaultdict(float)
         self._term_steps = 0
-        self._bad_samples: dict[str, int] = defaultdict(int)
+        self._bad_samples = BadSampleCounter()
         self._samples_since_log = 0
         self._last_log_time = time.perf_counter()
 
@@ -295,8 +295,7 @@ class MCDTrainer(Trainer):
         images = inputs.pop("pixel_values")  # (B, 3, H, W) uint8 at the base size
         training = model.training
         if bad and training:
-            for reason, count in bad.items():
-                self._bad_samples[reason] += int(count)
+            self._bad_samples.update(bad)
         views = self.views(images, seed=self._view_seed(training))
         alpha = self.current_alpha()
         outputs = model(
@@ -369,7 +368,7 @@ class MCDTrainer(Trainer):
 
     def total_bad_sample_counts(self) -> dict[str, int]:
         """Skipped samples so far, by reason, summed over all processes (a collective: call on every rank)."""
-        local = torch.tensor([self._bad_samples.get(r, 0) for r in BAD_SAMPLE_REASONS], device=self.args.device)
+        local = torch.tensor([self._bad_samples.counts[r] for r in BAD_SAMPLE_REASONS], device=self.args.device)
         total = self.accelerator.reduce(local, reduction="sum") if self.args.world_size > 1 else local
         return dict(zip(BAD_SAMPLE_REASONS, (int(v) for v in total.tolist())))
 

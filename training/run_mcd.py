@@ -42,7 +42,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from modeling_mcd import MCDConfig, MCDModel, MCDProcessor
 from modeling_mcd.augmentation import eval_transform
-from modeling_mcd.data import MCDCollator, image_text_dataset, load_image_text_dataset
+from modeling_mcd.data import MCDCollator, image_text_dataset, load_image_text_dataset, resize_center_crop
 from modeling_mcd.evaluation.tasks import RetrievalTask, ZeroShotTask, run_tasks
 from modeling_mcd.hub import write_model_card
 from modeling_mcd.pretraining import MCDForPreTraining
@@ -286,9 +286,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # 7. Evaluate the student on every evaluation set.
     student = model.export_student()
     metrics: dict[str, float] = {}
+    chance = chance_levels(tasks)
     if tasks and training_args.should_save:
         metrics = run_tasks(tasks, student, tokenizer, preprocess)
-        chance = chance_levels(tasks)
         print_metrics(metrics, chance)
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", {**metrics, **{f"chance_{k}": v for k, v in chance.items()}})
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             training_args=training_args,
             dataset_description=describe_dataset(data_args),
             metrics=metrics,
-            chance=chance_levels(tasks),
+            chance=chance,
             steps=trainer.state.global_step,
             template_path=CARD_TEMPLATE,
         )
@@ -386,8 +386,6 @@ def build_model(model_args: ModelArguments, tokenizer, training_args: MCDTrainin
 
 def preprocess_for_eval(images: list, image_size: int, mean, std) -> torch.Tensor:
     """PIL images -> the evaluation view (resize + centre crop, SPEC §1). (B, 3, S, S)"""
-    from modeling_mcd.data import resize_center_crop
-
     uint8 = torch.stack([resize_center_crop(image, image_size) for image in images])  # (B, 3, S, S)
     return eval_transform(uint8, image_size, mean, std)
 
