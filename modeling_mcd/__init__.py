@@ -12,8 +12,8 @@ __version__ = "0.1.0"
 from transformers import AutoConfig, AutoModel, AutoModelForZeroShotImageClassification, AutoProcessor
 
 from .configuration_mcd import MCDConfig
-from .losses import MCDLoss
-from .modeling_mcd import MCDModel, MCDOutput, MCDPreTrainedModel
+from .objective import MCDLoss
+from .modeling_mcd import MCDModel, MCDPreTrainedModel
 from .pretraining import MCDForPreTraining, MCDPreTrainingOutput
 from .processing_mcd import MCDProcessor
 
@@ -35,7 +35,6 @@ __all__ = sorted(
         "MCDForPreTraining",
         "MCDLoss",
         "MCDModel",
-        "MCDOutput",
         "MCDPreTrainedModel",
         "MCDPreTrainingOutput",
         "MCDProcessor",

@@ -1,5 +1,5 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
-"""The two views of SPEC §1 ("Misalign"), made in one batched call on the accelerator.
+"""The two views of docs/method.md §1 ("Misalign"), made in one batched call on the accelerator.
 
 The collator hands over uint8 images of a fixed base size; `MCDViews` turns each of them into
 
@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
+
+from .data.decoding import resize_center_crop
 
 
 @dataclass
@@ -120,6 +122,23 @@ def _boxes_from_params(src: torch.Tensor) -> torch.Tensor:
     return torch.cat([top_left, bottom_right], dim=-1).float()
 
 
+#: Parameters kornia draws once for the whole batch (not one per sample): never sliced by row.
+_BATCH_WIDE_PARAMS = ("forward_input_shape", "order")
+
+
+def _apply_rows(module: K.AugmentationBase2D, x: torch.Tensor, offset: int, total: int) -> torch.Tensor:
+    """Apply `module` to `x`, rows `offset ..` of a global batch of `total`: the random parameters are drawn for
+    all `total` rows (one call, so the draws do not depend on how the batch is split) and `x` takes its rows'."""
+    rows = x.shape[0]
+    params = module.forward_parameters(torch.Size((total, *x.shape[1:])))
+    local = {
+        key: value[offset : offset + rows] if key not in _BATCH_WIDE_PARAMS and torch.is_tensor(value) else value
+        for key, value in params.items()
+    }
+    local["forward_input_shape"] = torch.tensor(x.shape)
+    return module(x, params=local)
+
+
 def _blur_kernel_size(image_size: int) -> int:
     """SimCLR's kernel: 10% of the image size, made odd (at least 3)."""
     return max(3, 2 * (int(0.1 * image_size) // 2) + 1)
@@ -127,7 +146,7 @@ def _blur_kernel_size(image_size: int) -> int:
 
 class MCDViews(torch.nn.Module):
     r"""
-    Makes the original and the augmented view of a batch of uint8 images (SPEC §1), on the images' device.
+    Makes the original and the augmented view of a batch of uint8 images (docs/method.md §1), on the images' device.
 
     Args:
         image_size (`int`): side of both (square) views, the vision tower's `image_size`.
@@ -143,8 +162,8 @@ class MCDViews(torch.nn.Module):
         blur_sigma (`tuple[float, float]`): range of the Gaussian blur's sigma (pixels of the output view).
         blur_p (`float`): probability of Gaussian blur.
 
-    Distributed training: pass a different `seed` on every rank (e.g. `seed + rank`), or the ranks draw
-    the same crops for different images.
+    Distributed training: pass the same `seed` on every rank with each rank's `row_offset` and the global
+    `total_rows`; every sample then gets the views it would get in one process.
     """
 
     def __init__(
@@ -191,11 +210,14 @@ class MCDViews(torch.nn.Module):
             K.RandomGaussianBlur(_blur_kernel_size(image_size), blur_sigma, p=_check_probability("blur_p", blur_p)),
         )
 
-    def _draw(self, images: torch.Tensor) -> ViewsOutput:
+    def _draw(self, images: torch.Tensor, offset: int, total: int) -> ViewsOutput:
         x = images.float() / 255.0  # (B, 3, H, W) in [0, 1]
-        orig = self.orig_crop(x)  # (B, 3, S, S)
-        aug = self.aug_pixels(self.aug_crop(x)).clamp(0.0, 1.0)  # (B, 3, S, S); clamp float rounding back into [0, 1]
-        # The boxes are the crops kornia actually applied, read from its sampled parameters.
+        orig = _apply_rows(self.orig_crop, x, offset, total)  # (B, 3, S, S)
+        aug = _apply_rows(self.aug_crop, x, offset, total)
+        for module in self.aug_pixels:
+            aug = _apply_rows(module, aug, offset, total)
+        aug = aug.clamp(0.0, 1.0)  # float rounding back into [0, 1]
+        # The boxes are the crops kornia actually applied, read from the parameters of these rows.
         boxes = _boxes_from_params(self.orig_crop._params["src"]).to(images.device)  # (B, 4)
         aug_boxes = _boxes_from_params(self.aug_crop._params["src"]).to(images.device)  # (B, 4)
         return ViewsOutput(
@@ -207,7 +229,9 @@ class MCDViews(torch.nn.Module):
         )
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor, seed: int | None = None) -> ViewsOutput:
+    def forward(
+        self, images: torch.Tensor, seed: int | None = None, row_offset: int = 0, total_rows: int | None = None
+    ) -> ViewsOutput:
         r"""
         Args:
             images (`torch.ByteTensor` of shape `(batch_size, 3, height, width)`):
@@ -215,17 +239,27 @@ class MCDViews(torch.nn.Module):
             seed (`int`, *optional*):
                 Makes the views reproducible: the same seed gives bit-identical views on the same device.
                 The caller's RNG streams are restored afterwards. `None` draws from the caller's RNG.
+            row_offset (`int`, *optional*, defaults to 0), total_rows (`int`, *optional*):
+                `images` are rows `row_offset .. row_offset + batch_size` of a global batch of `total_rows`
+                (default: `batch_size`). The random parameters are drawn for the whole global batch and these
+                rows take theirs, so with one seed a sample gets the same views however the global batch is
+                split across processes (or micro-batches).
 
         Returns:
             [`ViewsOutput`].
         """
         _check_images(images)
+        total_rows = images.shape[0] if total_rows is None else total_rows
+        if row_offset < 0 or row_offset + images.shape[0] > total_rows:
+            raise ValueError(
+                f"rows {row_offset}..{row_offset + images.shape[0]} do not fit a global batch of {total_rows}"
+            )
         device = images.device
         # kornia samples its parameters on its "rng device" (CPU unless moved): sample where the images are.
         if self.orig_crop.device != device:
             self.to(device)
         if seed is None:
-            return self._draw(images)
+            return self._draw(images, row_offset, total_rows)
         forked = [] if device.type == "cpu" else [device]
         with torch.random.fork_rng(devices=forked, device_type=device.type):
             torch.random.default_generator.manual_seed(seed)
@@ -234,13 +268,13 @@ class MCDViews(torch.nn.Module):
                 backend = torch.get_device_module(device.type)
                 with backend.device(device):
                     backend.manual_seed(seed)
-            return self._draw(images)
+            return self._draw(images, row_offset, total_rows)
 
 
 def eval_transform(
     images: torch.Tensor, image_size: int, image_mean: Sequence[float], image_std: Sequence[float]
 ) -> torch.Tensor:
-    """Evaluation view (SPEC §1): resize the shorter side to `image_size`, centre crop, normalise. No randomness.
+    """Evaluation view (docs/method.md §1): resize the shorter side to `image_size`, centre crop, normalise. No randomness.
 
     Sizes follow transformers' image processors (`get_resize_output_image_size`, `center_crop`): the longer
     side becomes `int(image_size * long / short)`, the crop starts at `(side - image_size) // 2`.
@@ -271,4 +305,12 @@ def eval_transform(
     return _normalize(x, image_mean, image_std)
 
 
-__all__ = ["MCDViews", "ViewsOutput", "crop_overlap", "eval_transform"]
+def preprocess_for_eval(
+    images: list, image_size: int, image_mean: Sequence[float], image_std: Sequence[float]
+) -> torch.Tensor:
+    """PIL images -> the evaluation view (`eval_transform` of each image's uint8 base crop). (B, 3, S, S)"""
+    uint8 = torch.stack([resize_center_crop(image, image_size) for image in images])  # (B, 3, S, S)
+    return eval_transform(uint8, image_size, image_mean, image_std)
+
+
+__all__ = ["MCDViews", "ViewsOutput", "crop_overlap", "eval_transform", "preprocess_for_eval"]

@@ -37,23 +37,14 @@ from .evaluation import (
     retrieval_metrics,
     zero_shot_metrics,
 )
+from .evaluation.report import format_metrics
 from .evaluation.templates import available_datasets, check_templates
 
 
 # ------------------------------------------------------------------------------------------- output
-def format_table(title: str, metrics: dict) -> str:
-    """A two-column text table; fractions are shown as they are (in [0, 1]), ranks and counts as numbers."""
-    width = max(len(name) for name in metrics)
-    lines = [title, "-" * (width + 14)]
-    for name, value in metrics.items():
-        shown = f"{value:10.4f}" if isinstance(value, float) else f"{value:>10}"
-        lines.append(f"{name:<{width}}  {shown}")
-    return "\n".join(lines)
-
-
 def report(args: argparse.Namespace, task: str, metrics: dict) -> int:
     """Print the metrics and write them, with the run's arguments, to `--output-json`."""
-    print(format_table(f"mcd eval {task}: {args.model}", metrics))
+    print(format_metrics(f"mcd eval {task}: {args.model}", metrics))
     if args.output_json:
         settings = {key: value for key, value in vars(args).items() if key != "func"}
         path = Path(args.output_json)

@@ -19,7 +19,7 @@ from transformers.configuration_utils import SubConfigSpec
 #: to that stock class. ``"cls"`` takes the raw first token, ``"mean"`` averages the non-padding tokens.
 POOLING_CHOICES = ("pooler", "cls", "mean")
 
-#: log(1/0.07): CLIP's initial temperature (SPEC §Notation).
+#: log(1/0.07): CLIP's initial temperature (docs/method.md §Notation).
 DEFAULT_LOGIT_SCALE_INIT = math.log(1 / 0.07)
 #: CLIP clamps the learnable scale at 100, i.e. log(100) in log space.
 DEFAULT_LOGIT_SCALE_MAX = math.log(100.0)

@@ -1,5 +1,5 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
-"""Exact global-batch collectives for the MCD losses (SPEC "Notation": every loss is computed over
+"""Exact global-batch collectives for the MCD losses (docs/method.md §Notation: every loss is computed over
 the global batch, and its value must not depend on how that batch is split across processes).
 
 Why `gather_with_grad` gives exact gradients under DDP / DeepSpeed:

@@ -1,9 +1,9 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
-"""The MCD objective (SPEC §2–§4, §6) as pure loss functions plus one composite, `MCDLoss`.
+"""The terms of the MCD objective (docs/method.md §2–§4) as pure loss functions.
 
-The pure functions take GLOBAL, L2-normalised embeddings of shape (N, D): u = image, v = text,
-ũ = augmented image, and their teacher twins ū, v̄, ū̃. `MCDLoss` takes LOCAL embeddings, gathers
-them across processes (`modeling_mcd.distributed`) and returns every term by name.
+They take GLOBAL, L2-normalised embeddings of shape (N, D): u = image, v = text, ũ = augmented image,
+and their teacher twins ū, v̄, ū̃. `modeling_mcd.objective.MCDLoss` gathers the LOCAL embeddings across
+processes and combines these terms. CLIP's own loss is transformers' `image_text_contrastive_loss`.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from .distributed import all_reduce_sum, gather_no_grad, gather_with_grad, world_info
-from .modeling_mcd import clip_contrastive_loss
+from .distributed import all_reduce_sum, world_info
 
-OBJECTIVES = ("clip", "mpnce", "mcd")
+#: Weight schedules of the augmented-view InfoNCE terms (docs/method.md §2, option `aug_nce_schedule`).
 AUG_NCE_SCHEDULES = ("cosine", "constant")
-# Regression of the log-ratio difference against 0 (SPEC §3, option `distill_loss`).
+# Regression of the log-ratio difference against 0 (docs/method.md §3, option `distill_loss`).
 _DISTILL_REGRESSIONS = {"l2": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss}
+#: The choices of `distill_loss`.
+DISTILL_LOSSES = tuple(_DISTILL_REGRESSIONS)
 # Clamp of 2 - 2cos before the square root: keeps d(a, a) finite AND its gradient finite (sqrt'(0) = inf).
 _MIN_SQUARED_DISTANCE = 1e-12
 
@@ -32,30 +32,6 @@ def _check_embeddings(**named: torch.Tensor) -> None:
         raise ValueError(f"expected embeddings of one shape (N, D), got {shapes}")
 
 
-def _required(value: torch.Tensor | None, name: str, needed_by: str) -> torch.Tensor:
-    """Return `value`, or raise a ValueError naming the missing argument and what needs it."""
-    if value is None:
-        raise ValueError(f"MCDLoss needs {name} for {needed_by}")
-    return value
-
-
-def clip_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
-    """CLIP's symmetric cross-entropy (SPEC §2, objective `clip`).
-
-    Equal to transformers' `image_text_contrastive_loss` (and to `MCDModel`'s own loss, whose
-    implementation this reuses so the two cannot drift apart).
-
-    Args:
-        logits_per_text: (N, N) scaled similarities `logit_scale * v @ u.T`; the diagonal holds the pairs.
-
-    Returns:
-        Scalar loss: mean of the text→image and image→text cross-entropies.
-    """
-    if logits_per_text.ndim != 2 or logits_per_text.shape[0] != logits_per_text.shape[1]:
-        raise ValueError(f"logits_per_text must be square (N, N), got {tuple(logits_per_text.shape)}")
-    return clip_contrastive_loss(logits_per_text)
-
-
 def mp_nce_loss(
     image_embeds: torch.Tensor,
     text_embeds: torch.Tensor,
@@ -63,7 +39,7 @@ def mp_nce_loss(
     logit_scale: torch.Tensor,
     aug_weight: float = 1.0,
 ) -> torch.Tensor:
-    """Multi-positive NCE in one unified space (SPEC §2, paper Eq. 5).
+    """Multi-positive NCE in one unified space (docs/method.md §2, paper Eq. 5).
 
     E = [u, v, ũ] (3N rows). Each row e has two positives p (the other members of its pair) and
     3N - 3 negatives (every row of every other pair, both modalities). Every ordered positive pair
@@ -73,15 +49,17 @@ def mp_nce_loss(
     Args:
         image_embeds: (N, D) normalised u.
         text_embeds: (N, D) normalised v.
-        aug_image_embeds: (N, D) normalised ũ; required (the `clip` objective uses `clip_loss`).
+        aug_image_embeds: (N, D) normalised ũ; required (the `clip` objective uses CLIP's loss).
         logit_scale: scalar tensor, the already exponentiated scale (gradients flow into it).
-        aug_weight: w of every positive pair involving ũ (1 - α in SPEC §2); (u, v) pairs have w = 1.
+        aug_weight: w of every positive pair involving ũ (1 - α in docs/method.md §2); (u, v) pairs have w = 1.
 
     Returns:
         Scalar loss Σ w·ℓ / Σ w over the 6N ordered positive pairs.
     """
     if aug_image_embeds is None:
-        raise ValueError("mp_nce_loss needs aug_image_embeds; the `clip` objective uses clip_loss instead")
+        raise ValueError(
+            "mp_nce_loss needs aug_image_embeds; the `clip` objective uses image_text_contrastive_loss instead"
+        )
     _check_embeddings(image_embeds=image_embeds, text_embeds=text_embeds, aug_image_embeds=aug_image_embeds)
     if not aug_weight >= 0:
         raise ValueError(f"aug_weight must be >= 0, got {aug_weight}")
@@ -108,7 +86,7 @@ def _distance_from_cosine(cosine: torch.Tensor) -> torch.Tensor:
 
 
 def pairwise_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Euclidean distances between L2-normalised vectors (SPEC notation d(a, b)).
+    """Euclidean distances between L2-normalised vectors (d(a, b) of docs/method.md §Notation).
 
     Args:
         a: (N, D) normalised vectors.
@@ -133,7 +111,7 @@ def log_ratio_loss(
     eps: float = 1e-6,
     kind: str = "l2",
 ) -> torch.Tensor:
-    """Log-ratio loss (SPEC §3, paper Eq. 6; Kim et al., CVPR 2019): learn the teacher's distance ratios.
+    """Log-ratio loss (docs/method.md §3, paper Eq. 6; Kim et al., CVPR 2019): learn the teacher's distance ratios.
 
     Args:
         student_ab: distances d_s(a, b), any shape broadcastable with the others.
@@ -165,7 +143,7 @@ def distill_pos_loss(
     eps: float = 1e-6,
     kind: str = "l2",
 ) -> torch.Tensor:
-    """L_pos (SPEC §3, paper Eq. 7): misalignment inside a positive pair, anchored at the text v_i.
+    """L_pos (docs/method.md §3, paper Eq. 7): misalignment inside a positive pair, anchored at the text v_i.
 
     Student ratio d(v_i, u_i) / d(v_i, ũ_i) against teacher ratio d(v̄_i, ū_i) / d(v̄_i, ū̃_i).
 
@@ -197,14 +175,22 @@ def distill_pos_loss(
 
 
 def _anchored_off_diagonal_loss(
-    anchor: torch.Tensor,
-    other: torch.Tensor,
+    anchor: tuple[str, torch.Tensor],
+    other: tuple[str, torch.Tensor],
     teacher_anchor: torch.Tensor,
     teacher_other: torch.Tensor,
     eps: float,
     kind: str,
 ) -> torch.Tensor:
-    """Log-ratio loss of d(a_i, o_i) / d(a_i, o_j) for every i and j ≠ i, mean over N(N - 1)."""
+    """Log-ratio loss of d(a_i, o_i) / d(a_i, o_j) for every i and j ≠ i, mean over N(N - 1).
+
+    `anchor` and `other` are (argument name, (N, D) tensor); the names make shape errors readable.
+    """
+    (anchor_name, anchor), (other_name, other) = anchor, other
+    _check_embeddings(
+        **{anchor_name: anchor, other_name: other},
+        **{f"teacher_{anchor_name}": teacher_anchor, f"teacher_{other_name}": teacher_other},
+    )
     n = anchor.shape[0]
     if n < 2:
         raise ValueError(f"the negative and noisy distillation terms need >= 2 pairs in the global batch, got {n}")
@@ -230,7 +216,7 @@ def distill_neg_loss(
     eps: float = 1e-6,
     kind: str = "l2",
 ) -> torch.Tensor:
-    """L_neg (SPEC §3, paper Eq. 8): an augmented image may be relevant to another text.
+    """L_neg (docs/method.md §3, paper Eq. 8): an augmented image may be relevant to another text.
 
     Anchor ũ_i: student ratio d(ũ_i, v_i) / d(ũ_i, v_j) against teacher d(ū̃_i, v̄_i) / d(ū̃_i, v̄_j).
 
@@ -243,14 +229,13 @@ def distill_neg_loss(
     Returns:
         Scalar mean over the N(N - 1) pairs (i, j ≠ i).
     """
-    _check_embeddings(
-        text_embeds=text_embeds,
-        aug_image_embeds=aug_image_embeds,
-        teacher_text_embeds=teacher_text_embeds,
-        teacher_aug_image_embeds=teacher_aug_image_embeds,
-    )
     return _anchored_off_diagonal_loss(
-        aug_image_embeds, text_embeds, teacher_aug_image_embeds, teacher_text_embeds, eps, kind
+        ("aug_image_embeds", aug_image_embeds),
+        ("text_embeds", text_embeds),
+        teacher_aug_image_embeds,
+        teacher_text_embeds,
+        eps,
+        kind,
     )
 
 
@@ -262,7 +247,7 @@ def distill_noisy_loss(
     eps: float = 1e-6,
     kind: str = "l2",
 ) -> torch.Tensor:
-    """L_noisy (SPEC §3, paper Eq. 9): noisy original pairs.
+    """L_noisy (docs/method.md §3, paper Eq. 9): noisy original pairs.
 
     Anchor v_i: student ratio d(v_i, u_i) / d(v_i, u_j) against teacher d(v̄_i, ū_i) / d(v̄_i, ū_j).
 
@@ -275,17 +260,18 @@ def distill_noisy_loss(
     Returns:
         Scalar mean over the N(N - 1) pairs (i, j ≠ i).
     """
-    _check_embeddings(
-        image_embeds=image_embeds,
-        text_embeds=text_embeds,
-        teacher_image_embeds=teacher_image_embeds,
-        teacher_text_embeds=teacher_text_embeds,
+    return _anchored_off_diagonal_loss(
+        ("text_embeds", text_embeds),
+        ("image_embeds", image_embeds),
+        teacher_text_embeds,
+        teacher_image_embeds,
+        eps,
+        kind,
     )
-    return _anchored_off_diagonal_loss(text_embeds, image_embeds, teacher_text_embeds, teacher_image_embeds, eps, kind)
 
 
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Masked-language-modelling cross-entropy over the masked tokens of the GLOBAL batch (SPEC §4, Eq. 11).
+    """Masked-language-modelling cross-entropy over the masked tokens of the GLOBAL batch (docs/method.md §4, Eq. 11).
 
     Each rank returns `local_sum * world_size / global_count`. After DDP averages gradients over the
     W ranks this gives d(global_sum / global_count)/dθ, the gradient of the 1-process mean, however
@@ -308,7 +294,7 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def progressive_alpha(step: int, total_steps: int, schedule: str = "cosine") -> float:
-    """Progressive-distillation weight α(step) (SPEC §2, paper §4.4); InfoNCE on ũ is weighted 1 - α.
+    """Progressive-distillation weight α(step) (docs/method.md §2, paper §4.4); InfoNCE on ũ is weighted 1 - α.
 
     Args:
         step: current optimizer step (clamped to [0, total_steps]).
@@ -328,159 +314,15 @@ def progressive_alpha(step: int, total_steps: int, schedule: str = "cosine") -> 
     return (1.0 - math.cos(math.pi * progress)) / 2.0
 
 
-class MCDLoss(nn.Module):
-    """The full MCD objective over the global batch (SPEC §6, paper Eq. 13), returning named terms.
-
-    `loss = contrastive_loss + lambda_dist * distill_loss + beta_mlm * mlm_loss`, with
-    `distill_loss = lambda_pos * distill_pos_loss + lambda_neg * distill_neg_loss
-    + lambda_noisy * distill_noisy_loss`. Only the terms that apply are returned:
-
-    - `clip`: `contrastive_loss` = CLIP loss over u·v (+ `mlm_loss` if `use_mlm`).
-    - `mpnce`: `contrastive_loss` = MP-NCE with w_aug = 1 - α, no distillation (+ `mlm_loss` if `use_mlm`).
-    - `mcd`: MP-NCE + the distillation terms switched on by `use_pos`/`use_neg`/`use_noisy`
-      (+ `mlm_loss` if `use_mlm`).
-
-    Args:
-        objective: `clip`, `mpnce` or `mcd`.
-        lambda_dist: λ, weight of the whole distillation loss.
-        lambda_pos, lambda_neg, lambda_noisy: weights of L_pos, L_neg, L_noisy inside it.
-        beta_mlm: β, weight of the MLM loss.
-        distill_loss: regression of the log-ratio difference: `l2`, `l1` or `smooth_l1`.
-        eps: ε added to distances in the log-ratio loss.
-        use_pos, use_neg, use_noisy: switch each distillation term (objective `mcd` only).
-        use_mlm: add the MLM term (every objective).
-    """
-
-    def __init__(
-        self,
-        objective: str = "mcd",
-        lambda_dist: float = 1.0,
-        lambda_pos: float = 1.0,
-        lambda_neg: float = 1.0,
-        lambda_noisy: float = 1.0,
-        beta_mlm: float = 1.0,
-        distill_loss: str = "l2",
-        eps: float = 1e-6,
-        use_pos: bool = True,
-        use_neg: bool = True,
-        use_noisy: bool = True,
-        use_mlm: bool = True,
-    ):
-        super().__init__()
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-        weights = {
-            "lambda_dist": lambda_dist,
-            "lambda_pos": lambda_pos,
-            "lambda_neg": lambda_neg,
-            "lambda_noisy": lambda_noisy,
-            "beta_mlm": beta_mlm,
-        }
-        for name, value in weights.items():
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-        if distill_loss not in _DISTILL_REGRESSIONS:
-            raise ValueError(f"distill_loss must be one of {sorted(_DISTILL_REGRESSIONS)}, got {distill_loss!r}")
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps}")
-        self.objective = objective
-        self.lambda_dist = lambda_dist
-        self.lambda_pos = lambda_pos
-        self.lambda_neg = lambda_neg
-        self.lambda_noisy = lambda_noisy
-        self.beta_mlm = beta_mlm
-        self.distill_loss = distill_loss
-        self.eps = eps
-        self.use_pos = use_pos
-        self.use_neg = use_neg
-        self.use_noisy = use_noisy
-        self.use_mlm = use_mlm
-
-    def extra_repr(self) -> str:
-        return (
-            f"objective={self.objective!r}, lambda_dist={self.lambda_dist}, lambda_pos={self.lambda_pos}, "
-            f"lambda_neg={self.lambda_neg}, lambda_noisy={self.lambda_noisy}, beta_mlm={self.beta_mlm}, "
-            f"distill_loss={self.distill_loss!r}, use_pos={self.use_pos}, use_neg={self.use_neg}, "
-            f"use_noisy={self.use_noisy}, use_mlm={self.use_mlm}"
-        )
-
-    def forward(
-        self,
-        image_embeds: torch.Tensor,
-        text_embeds: torch.Tensor,
-        logit_scale: torch.Tensor,
-        aug_image_embeds: torch.Tensor | None = None,
-        teacher_image_embeds: torch.Tensor | None = None,
-        teacher_aug_image_embeds: torch.Tensor | None = None,
-        teacher_text_embeds: torch.Tensor | None = None,
-        mlm_logits: torch.Tensor | None = None,
-        mlm_labels: torch.Tensor | None = None,
-        alpha: float = 0.0,
-    ) -> dict[str, torch.Tensor]:
-        """Compute every applicable term over the global batch.
-
-        Args:
-            image_embeds: (B, D) LOCAL normalised student u (gathered with gradient).
-            text_embeds: (B, D) LOCAL normalised student v (gathered with gradient).
-            logit_scale: scalar tensor, the already exponentiated scale.
-            aug_image_embeds: (B, D) LOCAL ũ; needed by `mpnce` and `mcd`.
-            teacher_image_embeds: (B, D) LOCAL ū (gathered without gradient); needed by L_pos, L_noisy.
-            teacher_aug_image_embeds: (B, D) LOCAL ū̃; needed by L_pos, L_neg.
-            teacher_text_embeds: (B, D) LOCAL v̄ from an EMA text tower; `None` means v̄ = stopgrad(v).
-            mlm_logits: (B, L, V) LOCAL MLM logits; needed when `use_mlm`.
-            mlm_labels: (B, L) LOCAL MLM labels, -100 where not masked; needed when `use_mlm`.
-            alpha: progressive-distillation α in [0, 1] (see `progressive_alpha`); w_aug = 1 - α.
-
-        Returns:
-            Dict of scalar tensors: `loss`, `contrastive_loss`, and when they apply `distill_pos_loss`,
-            `distill_neg_loss`, `distill_noisy_loss`, `distill_loss`, `mlm_loss`.
-        """
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        image = gather_with_grad(image_embeds)  # (N, D)
-        text = gather_with_grad(text_embeds)  # (N, D)
-        terms: dict[str, torch.Tensor] = {}
-
-        if self.objective == "clip":
-            terms["contrastive_loss"] = clip_loss(logit_scale * text @ image.t())  # (N, N) logits_per_text
-        else:
-            aug_image = gather_with_grad(_required(aug_image_embeds, "aug_image_embeds", self.objective))
-            terms["contrastive_loss"] = mp_nce_loss(image, text, aug_image, logit_scale, aug_weight=1.0 - alpha)
-        loss = terms["contrastive_loss"]
-
-        if self.objective == "mcd" and (self.use_pos or self.use_neg or self.use_noisy):
-            teacher_text = text.detach() if teacher_text_embeds is None else gather_no_grad(teacher_text_embeds)
-            distill = torch.zeros((), dtype=loss.dtype, device=loss.device)
-            if self.use_pos or self.use_noisy:
-                teacher_image = gather_no_grad(_required(teacher_image_embeds, "teacher_image_embeds", "L_pos/L_noisy"))
-            if self.use_pos or self.use_neg:
-                teacher_aug = gather_no_grad(
-                    _required(teacher_aug_image_embeds, "teacher_aug_image_embeds", "L_pos/L_neg")
-                )
-            if self.use_pos:
-                terms["distill_pos_loss"] = distill_pos_loss(
-                    image, text, aug_image, teacher_image, teacher_text, teacher_aug, self.eps, self.distill_loss
-                )
-                distill = distill + self.lambda_pos * terms["distill_pos_loss"]
-            if self.use_neg:
-                terms["distill_neg_loss"] = distill_neg_loss(
-                    text, aug_image, teacher_text, teacher_aug, self.eps, self.distill_loss
-                )
-                distill = distill + self.lambda_neg * terms["distill_neg_loss"]
-            if self.use_noisy:
-                terms["distill_noisy_loss"] = distill_noisy_loss(
-                    image, text, teacher_image, teacher_text, self.eps, self.distill_loss
-                )
-                distill = distill + self.lambda_noisy * terms["distill_noisy_loss"]
-            terms["distill_loss"] = distill
-            loss = loss + self.lambda_dist * distill
-
-        if self.use_mlm:
-            terms["mlm_loss"] = mlm_loss(
-                _required(mlm_logits, "mlm_logits", "use_mlm=True"), _required(mlm_labels, "mlm_labels", "use_mlm=True")
-            )
-            loss = loss + self.beta_mlm * terms["mlm_loss"]
-
-        terms["loss"] = loss
-        return terms
-
+__all__ = [
+    "AUG_NCE_SCHEDULES",
+    "DISTILL_LOSSES",
+    "distill_neg_loss",
+    "distill_noisy_loss",
+    "distill_pos_loss",
+    "log_ratio_loss",
+    "mlm_loss",
+    "mp_nce_loss",
+    "pairwise_distance",
+    "progressive_alpha",
+]

@@ -1,5 +1,5 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
-"""MCD dual encoder for inference (SPEC §7): student image tower + text tower, two projections, a
+"""MCD dual encoder for inference (docs/method.md §7): student image tower + text tower, two projections, a
 learnable temperature. No teacher, no MLM head: those live in `MCDForPreTraining`.
 
 This file is shipped as Hub remote code next to the weights, so it imports torch, transformers and
@@ -9,31 +9,18 @@ This file is shipped as Hub remote code next to the weights, so it imports torch
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
-from transformers.utils import ModelOutput, logging
+from transformers.models.clip.modeling_clip import CLIPOutput, image_text_contrastive_loss
+from transformers.utils import logging
 
 from .configuration_mcd import MCDConfig
 
 logger = logging.get_logger(__name__)
-
-
-def clip_contrastive_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
-    """CLIP's symmetric cross-entropy over a (T, I) similarity matrix whose diagonal holds the pairs.
-
-    Same maths as transformers' `image_text_contrastive_loss`; kept here so that this file stays
-    self-contained remote code. `modeling_mcd.losses.clip_loss` is the training-side twin.
-    """
-    targets = torch.arange(logits_per_text.shape[0], device=logits_per_text.device)
-    caption_loss = nn.functional.cross_entropy(logits_per_text, targets)
-    image_loss = nn.functional.cross_entropy(logits_per_text.t(), targets)
-    return (caption_loss + image_loss) / 2.0
 
 
 def pool_tower_output(
@@ -63,6 +50,36 @@ def pool_tower_output(
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
 
 
+def encode_tower(
+    tower: nn.Module,
+    projection: nn.Module,
+    pooling: str,
+    attention_mask: torch.Tensor | None = None,
+    **inputs,
+) -> BaseModelOutputWithPooling:
+    """The one encoder path of MCD: tower -> pool -> project (not normalised).
+
+    The student (`MCDModel.get_image_features` / `get_text_features`) and the EMA teacher
+    (`MCDForPreTraining`) both go through here, so they cannot drift apart.
+
+    Args:
+        tower: a transformers tower (ViT-like or BERT-like) returning `BaseModelOutputWithPooling`.
+        projection: the linear projection into the shared space, (D -> P).
+        pooling: `"pooler"`, `"cls"` or `"mean"` (see `pool_tower_output`).
+        attention_mask: (B, L) for text; `None` for images.
+        inputs: the tower's inputs (`pixel_values=` or `input_ids=`, `token_type_ids=`, ...).
+
+    Returns:
+        The tower's output with `pooler_output` replaced by the projected features, (B, P).
+    """
+    if attention_mask is not None:
+        inputs["attention_mask"] = attention_mask
+    outputs = tower(**inputs, return_dict=True)
+    pooled = pool_tower_output(outputs, pooling, attention_mask)  # (B, D)
+    outputs.pooler_output = projection(pooled)  # (B, P)
+    return outputs
+
+
 def build_tower(config, pooling: str) -> PreTrainedModel:
     """`AutoModel.from_config`, dropping the tower's pooler layer when it would be unused.
 
@@ -74,36 +91,6 @@ def build_tower(config, pooling: str) -> PreTrainedModel:
     if pooling != "pooler" and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
         kwargs["add_pooling_layer"] = False
     return AutoModel.from_config(config, **kwargs)
-
-
-@dataclass
-class MCDOutput(ModelOutput):
-    r"""
-    Output of [`MCDModel`], field for field that of transformers' `CLIPOutput`.
-
-    Args:
-        loss (`torch.Tensor` of shape `()`, *optional*, returned when `return_loss=True`):
-            CLIP's symmetric image-text contrastive loss on this batch.
-        logits_per_image (`torch.Tensor` of shape `(image_batch_size, text_batch_size)`):
-            Scaled cosine similarities, `exp(logit_scale) * image_embeds @ text_embeds.T`.
-        logits_per_text (`torch.Tensor` of shape `(text_batch_size, image_batch_size)`):
-            The transpose of `logits_per_image`.
-        text_embeds (`torch.Tensor` of shape `(batch_size, projection_dim)`): L2-normalised text embeddings.
-        image_embeds (`torch.Tensor` of shape `(batch_size, projection_dim)`): L2-normalised image embeddings.
-        text_model_output (`BaseModelOutputWithPooling`): the text tower's output.
-        vision_model_output (`BaseModelOutputWithPooling`): the image tower's output.
-    """
-
-    loss: torch.Tensor | None = None
-    logits_per_image: torch.Tensor | None = None
-    logits_per_text: torch.Tensor | None = None
-    text_embeds: torch.Tensor | None = None
-    image_embeds: torch.Tensor | None = None
-    text_model_output: BaseModelOutputWithPooling | None = None
-    vision_model_output: BaseModelOutputWithPooling | None = None
-
-    def to_tuple(self) -> tuple[Any, ...]:
-        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
 
 
 class MCDPreTrainedModel(PreTrainedModel):
@@ -181,10 +168,9 @@ class MCDModel(MCDPreTrainedModel):
         """
         if interpolate_pos_encoding:
             kwargs["interpolate_pos_encoding"] = True
-        vision_outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **kwargs)
-        pooled = pool_tower_output(vision_outputs, self.config.vision_pooling)  # (B, Dv)
-        vision_outputs.pooler_output = self.visual_projection(pooled)  # (B, P)
-        return vision_outputs
+        return encode_tower(
+            self.vision_model, self.visual_projection, self.config.vision_pooling, pixel_values=pixel_values, **kwargs
+        )
 
     def get_text_features(
         self,
@@ -209,10 +195,9 @@ class MCDModel(MCDPreTrainedModel):
             kwargs["position_ids"] = position_ids
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
-        text_outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
-        pooled = pool_tower_output(text_outputs, self.config.text_pooling, attention_mask)  # (B, Dt)
-        text_outputs.pooler_output = self.text_projection(pooled)  # (B, P)
-        return text_outputs
+        return encode_tower(
+            self.text_model, self.text_projection, self.config.text_pooling, attention_mask, input_ids=input_ids, **kwargs
+        )
 
     def get_logit_scale(self) -> torch.Tensor:
         """exp(logit_scale), with the log-scale clamped at `config.logit_scale_max` (CLIP's 100)."""
@@ -230,7 +215,7 @@ class MCDModel(MCDPreTrainedModel):
         interpolate_pos_encoding: bool = False,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> MCDOutput | tuple:
+    ) -> CLIPOutput | tuple:
         r"""
         Embed images and texts and score every image against every text.
 
@@ -239,10 +224,11 @@ class MCDModel(MCDPreTrainedModel):
             pixel_values (`torch.FloatTensor` of shape `(image_batch_size, 3, height, width)`)
             attention_mask, position_ids, token_type_ids (*optional*): for the text tower.
             return_loss (`bool`, *optional*): also return CLIP's contrastive loss (needs equal batch sizes).
-            return_dict (`bool`, *optional*): return a tuple instead of an [`MCDOutput`] when `False`.
+            return_dict (`bool`, *optional*): return a tuple instead of a `CLIPOutput` when `False`.
 
         Returns:
-            [`MCDOutput`]
+            transformers' `CLIPOutput`: `logits_per_image` (I, T), `logits_per_text` (T, I), `image_embeds`,
+            `text_embeds` (L2-normalised), the towers' outputs and, with `return_loss`, CLIP's loss.
         """
         if input_ids is None or pixel_values is None:
             raise ValueError("MCDModel.forward needs both `input_ids` and `pixel_values`")
@@ -254,9 +240,9 @@ class MCDModel(MCDPreTrainedModel):
 
         logits_per_text = self.get_logit_scale() * text_embeds @ image_embeds.t()  # (T, I)
         logits_per_image = logits_per_text.t()  # (I, T)
-        loss = clip_contrastive_loss(logits_per_text) if return_loss else None
+        loss = image_text_contrastive_loss(logits_per_text) if return_loss else None
 
-        output = MCDOutput(
+        output = CLIPOutput(
             loss=loss,
             logits_per_image=logits_per_image,
             logits_per_text=logits_per_text,
@@ -341,4 +327,4 @@ class MCDModel(MCDPreTrainedModel):
                 tower.activation_checkpointing_disable()
 
 
-__all__ = ["MCDModel", "MCDOutput", "MCDPreTrainedModel", "clip_contrastive_loss", "pool_tower_output"]
+__all__ = ["MCDModel", "MCDPreTrainedModel", "encode_tower", "pool_tower_output"]

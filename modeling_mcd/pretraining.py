@@ -26,8 +26,8 @@ from transformers.models.bert.modeling_bert import BertOnlyMLMHead
 from transformers.utils import ModelOutput
 
 from .configuration_mcd import MCDConfig
-from .losses import MCDLoss
-from .modeling_mcd import MCDModel, MCDPreTrainedModel, build_tower, pool_tower_output
+from .objective import MCDLoss
+from .modeling_mcd import MCDModel, MCDPreTrainedModel, build_tower, encode_tower
 from .teacher import copy_params_, ema_update_, paired_parameters
 
 TEACHER_TEXT_CHOICES = ("stopgrad", "ema")
@@ -39,7 +39,7 @@ class MCDPreTrainingOutput(ModelOutput):
     Output of [`MCDForPreTraining`].
 
     Args:
-        loss (`torch.Tensor` of shape `()`): the total objective (SPEC §6).
+        loss (`torch.Tensor` of shape `()`): the total objective (docs/method.md §6).
         losses (`dict[str, torch.Tensor]`): every named term (`contrastive_loss`, `distill_*_loss`, `mlm_loss`, `loss`).
         image_embeds (`(B, P)`): normalised student embeddings of the original view, u.
         aug_image_embeds (`(B, P)`, *optional*): normalised student embeddings of the augmented view, ũ.
@@ -67,9 +67,9 @@ class MCDForPreTraining(MCDPreTrainedModel):
 
     Args:
         config (`MCDConfig`): the student's config.
-        loss_fn (`MCDLoss`, *optional*): the objective; defaults to the full MCD objective of SPEC §6.
+        loss_fn (`MCDLoss`, *optional*): the objective; defaults to the full MCD objective of docs/method.md §6.
         teacher_text (`str`, *optional*, defaults to `"stopgrad"`): the teacher-side text embedding v̄:
-            `"stopgrad"` uses the student's v without gradient (SPEC default), `"ema"` keeps an EMA copy
+            `"stopgrad"` uses the student's v without gradient (the default, docs/method.md §Notation), `"ema"` keeps an EMA copy
             of the text tower and its projection.
     """
 
@@ -148,12 +148,12 @@ class MCDForPreTraining(MCDPreTrainedModel):
 
     @torch.no_grad()
     def reset_teacher(self) -> None:
-        """Make the teacher an exact copy of the student (the start of training, SPEC §5)."""
+        """Make the teacher an exact copy of the student (the start of training, docs/method.md §5)."""
         copy_params_(*self.teacher_student_parameters())
 
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
-        """θ̄ ← m·θ̄ + (1 − m)·θ after an optimizer step (SPEC §5, paper Eq. 12); ZeRO-3 safe."""
+        """θ̄ ← m·θ̄ + (1 − m)·θ after an optimizer step (docs/method.md §5, paper Eq. 12); ZeRO-3 safe."""
         ema_update_(*self.teacher_student_parameters(), momentum=momentum)
 
     def train(self, mode: bool = True) -> "MCDForPreTraining":
@@ -180,16 +180,20 @@ class MCDForPreTraining(MCDPreTrainedModel):
 
     # -------------------------------------------------------------------------------------- encoders
     def _teacher_image_embeds(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        outputs = self.teacher_vision_model(pixel_values=pixel_values, return_dict=True)
-        pooled = pool_tower_output(outputs, self.config.vision_pooling)
-        return nn.functional.normalize(self.teacher_visual_projection(pooled), dim=-1)
+        """ū (or ū̃): the teacher image tower through the student's own encoder path. (B, 3, S, S) -> (B, P)"""
+        outputs = encode_tower(
+            self.teacher_vision_model, self.teacher_visual_projection, self.config.vision_pooling,
+            pixel_values=pixel_values,
+        )
+        return nn.functional.normalize(outputs.pooler_output, dim=-1)
 
     def _teacher_text_embeds(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
-        outputs = self.teacher_text_model(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True
+        """v̄ from the EMA text tower (`teacher_text="ema"`). (B, L) -> (B, P)"""
+        outputs = encode_tower(
+            self.teacher_text_model, self.teacher_text_projection, self.config.text_pooling, attention_mask,
+            input_ids=input_ids, token_type_ids=token_type_ids,
         )
-        pooled = pool_tower_output(outputs, self.config.text_pooling, attention_mask)
-        return nn.functional.normalize(self.teacher_text_projection(pooled), dim=-1)
+        return nn.functional.normalize(outputs.pooler_output, dim=-1)
 
     def forward(
         self,
@@ -209,7 +213,7 @@ class MCDForPreTraining(MCDPreTrainedModel):
             aug_pixel_values (`(B, 3, S, S)`, *optional*): the augmented view x̃; needed by `mpnce`/`mcd`.
             mlm_input_ids, mlm_labels (`(B, L)`, *optional*): the masked caption and its targets (-100
                 where not masked); needed when the objective uses MLM.
-            alpha (`float`): progressive-distillation α of the current step (SPEC §2).
+            alpha (`float`): progressive-distillation α of the current step (docs/method.md §2).
 
         Returns:
             [`MCDPreTrainingOutput`]
@@ -229,22 +233,16 @@ class MCDForPreTraining(MCDPreTrainedModel):
         image_all = nn.functional.normalize(self.mcd.get_image_features(views).pooler_output, dim=-1)
         image_embeds, aug_image_embeds = (image_all[:batch], image_all[batch:]) if needs_aug else (image_all, None)
 
-        # Student text: clean and masked ids in one call (same padding, so they stack). (2B, L, D)
+        # Student text: clean and masked ids in one call (same padding, so they stack). The clean half gives v,
+        # the masked half's hidden states feed the MLM head. (2B, L) -> (2B, P) and (2B, L, D)
         text_ids = torch.cat([input_ids, mlm_input_ids]) if use_mlm else input_ids
         repeat = 2 if use_mlm else 1
-        text_mask = attention_mask.repeat(repeat, 1) if attention_mask is not None else None
-        text_types = token_type_ids.repeat(repeat, 1) if token_type_ids is not None else None
-        text_outputs = self.mcd.text_model(
-            input_ids=text_ids, attention_mask=text_mask, token_type_ids=text_types, return_dict=True
+        text_outputs = self.mcd.get_text_features(
+            text_ids,
+            attention_mask=attention_mask.repeat(repeat, 1) if attention_mask is not None else None,
+            token_type_ids=token_type_ids.repeat(repeat, 1) if token_type_ids is not None else None,
         )
-        clean = text_outputs.last_hidden_state[:batch]  # (B, L, D)
-        pooler = text_outputs.pooler_output[:batch] if text_outputs.pooler_output is not None else None
-        pooled = pool_tower_output(
-            type(text_outputs)(last_hidden_state=clean, pooler_output=pooler),
-            self.config.text_pooling,
-            attention_mask,
-        )
-        text_embeds = nn.functional.normalize(self.mcd.text_projection(pooled), dim=-1)  # (B, P)
+        text_embeds = nn.functional.normalize(text_outputs.pooler_output[:batch], dim=-1)  # (B, P)
 
         mlm_logits = mlm_targets = None
         if use_mlm:
@@ -300,7 +298,7 @@ class MCDForPreTraining(MCDPreTrainedModel):
         return model
 
     def export_student(self) -> MCDModel:
-        """The inference model (SPEC §7): the student only, no teacher, no MLM head.
+        """The inference model (docs/method.md §7): the student only, no teacher, no MLM head.
 
         Under DeepSpeed ZeRO-3 each process holds only a shard of every weight, so the student is gathered
         into a new, whole `MCDModel` on every process: a collective, call it on all of them.

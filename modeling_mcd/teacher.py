@@ -1,5 +1,5 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
-"""The momentum (EMA) teacher of SPEC §5: θ̄ ← m·θ̄ + (1 − m)·θ after every optimizer step.
+"""The momentum (EMA) teacher of docs/method.md §5: θ̄ ← m·θ̄ + (1 − m)·θ after every optimizer step.
 
 The teacher lives inside the training model as a frozen copy of the student tower (ALBEF's pattern),
 so every data-parallel backend treats it like the student:
@@ -30,7 +30,7 @@ from torch import nn
 
 
 def momentum_at(step: int, total_steps: int, base_momentum: float = 0.996) -> float:
-    """Cosine momentum schedule m(step) = 1 − (1 − m₀)·(cos(π·step/T) + 1)/2 (SPEC §5).
+    """Cosine momentum schedule m(step) = 1 − (1 − m₀)·(cos(π·step/T) + 1)/2 (docs/method.md §5).
 
     Args:
         step (`int`): the global optimizer step; clamped to `[0, total_steps]`.
@@ -134,7 +134,7 @@ def _tensor_pairs(
 
 @torch.no_grad()
 def copy_params_(teacher_params: Sequence[nn.Parameter], student_params: Sequence[nn.Parameter]) -> None:
-    """Make the teacher an exact copy of the student (SPEC §5: the teacher starts as the student).
+    """Make the teacher an exact copy of the student (docs/method.md §5: the teacher starts as the student).
 
     Args:
         teacher_params (`Sequence[nn.Parameter]`): updated in place.
@@ -149,7 +149,7 @@ def copy_params_(teacher_params: Sequence[nn.Parameter], student_params: Sequenc
 def ema_update_(
     teacher_params: Sequence[nn.Parameter], student_params: Sequence[nn.Parameter], momentum: float
 ) -> None:
-    """θ̄ ← m·θ̄ + (1 − m)·θ, in place, for every pair (SPEC §5, paper Eq. 12).
+    """θ̄ ← m·θ̄ + (1 − m)·θ, in place, for every pair (docs/method.md §5, paper Eq. 12).
 
     Runs after the optimizer step, on every rank, with no communication (see the module docstring for
     DDP and ZeRO-3). Only parameters are averaged; buffers are left alone.

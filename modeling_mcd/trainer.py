@@ -4,7 +4,8 @@
 The Trainer subclass decides WHAT is computed (`compute_loss`: views on the device, the student and
 teacher forward, the named loss terms); callbacks decide WHEN (`TeacherEMACallback` after every
 optimizer step). α and m are functions of `state.global_step` only, and the views' randomness is
-seeded from (seed, global_step, process), so a resumed run continues exactly.
+seeded from (seed, global_step) for the whole global batch, so a resumed run continues exactly and a sample
+gets the same views however many processes share the batch.
 
 Gradient accumulation is refused: the contrastive terms take their negatives from one forward pass,
 so accumulating k micro-batches of B is NOT the objective at batch kB (a micro-batch sees B − 1 negatives
@@ -17,101 +18,24 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import has_length
 from transformers.utils import is_sagemaker_mp_enabled, logging
 
+from .arguments import MCDTrainingArguments
 from .augmentation import MCDViews
-from .data import BAD_SAMPLE_REASONS, BadSampleCounter
+from .data import BAD_SAMPLE_REASONS, BadSampleCounter, KeyedSamples, SeededCollator
 from .evaluation.tasks import RetrievalTask, ZeroShotTask, run_tasks
-from .losses import OBJECTIVES, MCDLoss, progressive_alpha
-from .pretraining import TEACHER_TEXT_CHOICES, MCDForPreTraining
+from .losses import progressive_alpha
+from .pretraining import MCDForPreTraining
+from .seeding import derive_seed
 from .teacher import momentum_at
 
 logger = logging.get_logger(__name__)
-
-AUG_NCE_SCHEDULES = ("cosine", "constant")
-DISTILL_LOSSES = ("l2", "l1", "smooth_l1")
-
-
-@dataclass
-class MCDTrainingArguments(TrainingArguments):
-    """`TrainingArguments` plus every option of the MCD objective (SPEC §1–§6)."""
-
-    objective: str = field(default="mcd", metadata={"help": f"Training objective, one of {OBJECTIVES} (SPEC §2)."})
-    lambda_dist: float = field(default=1.0, metadata={"help": "λ: weight of the distillation loss (SPEC §6)."})
-    lambda_pos: float = field(default=1.0, metadata={"help": "λ_pos: weight of L_pos inside L_dist (SPEC §3)."})
-    lambda_neg: float = field(default=1.0, metadata={"help": "λ_neg: weight of L_neg inside L_dist (SPEC §3)."})
-    lambda_noisy: float = field(default=1.0, metadata={"help": "λ_noisy: weight of L_noisy inside L_dist (SPEC §3)."})
-    beta_mlm: float = field(default=1.0, metadata={"help": "β: weight of the MLM loss (SPEC §6)."})
-    distill_pos: bool = field(default=True, metadata={"help": "Use L_pos (paper Eq. 7; Tab. 5 row c)."})
-    distill_neg: bool = field(default=True, metadata={"help": "Use L_neg (paper Eq. 8; Tab. 5 row d)."})
-    distill_noisy: bool = field(default=True, metadata={"help": "Use L_noisy (paper Eq. 9; Tab. 5 row e)."})
-    use_mlm: bool = field(default=True, metadata={"help": "Add the MLM loss on a masked copy of the caption (SPEC §4)."})
-    distill_loss: str = field(default="l2", metadata={"help": f"Log-ratio regression, one of {DISTILL_LOSSES}."})
-    distill_eps: float = field(default=1e-6, metadata={"help": "ε added to distances in the log-ratio loss."})
-    aug_nce_schedule: str = field(
-        default="cosine",
-        metadata={"help": f"Weight 1 − α of the augmented-view InfoNCE terms, one of {AUG_NCE_SCHEDULES} (SPEC §2)."},
-    )
-    base_momentum: float = field(default=0.996, metadata={"help": "m₀ of the teacher's cosine momentum (SPEC §5)."})
-    teacher_text: str = field(
-        default="stopgrad",
-        metadata={"help": f"Teacher-side text embedding v̄, one of {TEACHER_TEXT_CHOICES} (SPEC §Notation)."},
-    )
-    orig_crop_scale: list[float] = field(
-        default_factory=lambda: [0.5, 1.0], metadata={"help": "RandomResizedCrop scale of the original view (SPEC §1)."}
-    )
-    aug_crop_scale: list[float] = field(
-        default_factory=lambda: [0.08, 1.0], metadata={"help": "RandomResizedCrop scale of the augmented view."}
-    )
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Kept False: MCD batches carry fields the model's forward does not name."}
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        choices = {
-            "objective": OBJECTIVES,
-            "distill_loss": DISTILL_LOSSES,
-            "aug_nce_schedule": AUG_NCE_SCHEDULES,
-            "teacher_text": TEACHER_TEXT_CHOICES,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"--{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if not 0.0 <= self.base_momentum <= 1.0:
-            raise ValueError(f"--base_momentum must be in [0, 1], got {self.base_momentum}")
-        if self.gradient_accumulation_steps != 1:
-            raise ValueError(
-                "--gradient_accumulation_steps must be 1 for MCD: accumulated micro-batches would each contrast "
-                "against their own negatives only, which is not the objective at the larger batch. Use more "
-                "processes (the loss is exact across processes) or a larger per-device batch."
-            )
-
-    def build_loss(self) -> MCDLoss:
-        """The `MCDLoss` these arguments describe."""
-        return MCDLoss(
-            objective=self.objective,
-            lambda_dist=self.lambda_dist,
-            lambda_pos=self.lambda_pos,
-            lambda_neg=self.lambda_neg,
-            lambda_noisy=self.lambda_noisy,
-            beta_mlm=self.beta_mlm,
-            distill_loss=self.distill_loss,
-            eps=self.distill_eps,
-            use_pos=self.distill_pos,
-            use_neg=self.distill_neg,
-            use_noisy=self.distill_noisy,
-            use_mlm=self.use_mlm,
-        )
-
 
 def _unwrap(model: torch.nn.Module) -> MCDForPreTraining:
     while not isinstance(model, MCDForPreTraining) and hasattr(model, "module"):
@@ -121,64 +45,8 @@ def _unwrap(model: torch.nn.Module) -> MCDForPreTraining:
     return model
 
 
-# Sample field carrying (epoch, index) from `_KeyedSamples` to `_SeededCollator`; never reaches the model.
-_SAMPLE_KEY = "_mcd_sample_key"
-
-
-class _KeyedSamples(torch.utils.data.Dataset):
-    """A map-style dataset whose samples also carry `(epoch, index)`: the key that seeds their batch's MLM mask."""
-
-    def __init__(self, dataset: torch.utils.data.Dataset):
-        self.dataset = dataset
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def set_epoch(self, epoch: int) -> None:
-        # Called by accelerate's dataloader before each epoch; the wrapped dataset may seed captions with it too.
-        self.epoch = epoch
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = self.dataset[index]
-        if not isinstance(sample, Mapping):
-            raise TypeError(f"MCDTrainer expects dict samples, got a {type(sample).__name__} at index {index}")
-        return {**sample, _SAMPLE_KEY: (self.epoch, int(index))}
-
-
-class _SeededCollator:
-    """Runs a collator with torch's CPU RNG seeded from (run seed, the batch's sample keys), then restored.
-
-    The MLM mask of a batch then depends only on which samples it holds, not on how many batches the
-    process (or DataLoader worker) collated before: a resumed run collates only the batches after the
-    checkpoint, DataLoader prefetching runs ahead of the optimizer step, and workers hold their own RNG,
-    so with torch's global stream the masks after a resume would differ from the uninterrupted run's.
-    """
-
-    def __init__(self, collator: Callable, seed: int):
-        self.collator = collator
-        self.seed = seed
-        mlm = getattr(collator, "mlm_collator", None)
-        if getattr(mlm, "seed", None) is not None:
-            logger.warning(
-                "The collator's MLM masking has its own seeded generator: its masks are reproducible in a fresh "
-                "run but NOT after resuming from a checkpoint. Leave its `seed` unset; MCDTrainer seeds each batch."
-            )
-
-    def __call__(self, examples):
-        keys = [example[_SAMPLE_KEY] for example in examples]
-        examples = [{k: v for k, v in example.items() if k != _SAMPLE_KEY} for example in examples]
-        seed = int(np.random.SeedSequence([self.seed, *(part for key in keys for part in key)]).generate_state(1)[0])
-        with torch.random.fork_rng(devices=[]):
-            # Seed the CPU generator only (torch.manual_seed would also reseed every accelerator).
-            torch.random.default_generator.manual_seed(seed)
-            return self.collator(examples)
-
-
 class TeacherEMACallback(TrainerCallback):
-    """After every optimizer step: θ̄ ← m·θ̄ + (1 − m)·θ with m = m(step) (SPEC §5).
+    """After every optimizer step: θ̄ ← m·θ̄ + (1 − m)·θ with m = m(step) (docs/method.md §5).
 
     `state.global_step` has just been incremented when `on_step_end` fires, so the update after the
     k-th optimizer step (k = 1..T) uses m(k − 1): the first update uses m₀ and the schedule reaches 1
@@ -257,11 +125,11 @@ class MCDTrainer(Trainer):
     # ------------------------------------------------------------------------------ data and resume
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
         """The Trainer's dataloader; for map-style data each batch's MLM mask is seeded by its samples
-        (`_SeededCollator`), so a resumed run sees exactly the masks of the uninterrupted one."""
+        (`SeededCollator`), so a resumed run sees exactly the masks of the uninterrupted one."""
         dataset, collator = self.train_dataset, self.data_collator
         if dataset is None or isinstance(dataset, torch.utils.data.IterableDataset) or not has_length(dataset):
             return super().get_train_dataloader()
-        self.train_dataset, self.data_collator = _KeyedSamples(dataset), _SeededCollator(collator, self.args.seed)
+        self.train_dataset, self.data_collator = KeyedSamples(dataset), SeededCollator(collator, self.args.seed)
         try:
             return super().get_train_dataloader()
         finally:
@@ -281,13 +149,14 @@ class MCDTrainer(Trainer):
 
     # ----------------------------------------------------------------------------------------- loss
     def current_alpha(self) -> float:
-        """α of the current step (SPEC §2); `constant` keeps the augmented InfoNCE at full weight."""
+        """α of the current step (docs/method.md §2); `constant` keeps the augmented InfoNCE at full weight."""
         return progressive_alpha(self.state.global_step, max(self.state.max_steps, 1), self.args.aug_nce_schedule)
 
     def _view_seed(self, training: bool) -> int:
-        # A distinct, reproducible stream per (run seed, step, process); evaluation uses a fixed one.
-        step = self.state.global_step if training else -1
-        return (self.args.seed * 1_000_003 + (step + 1) * 9_176 + self.args.process_index * 7_919) % (2**31)
+        # One reproducible stream per (run seed, step), shared by every process: each draws the parameters of the
+        # whole global batch and takes its own rows (`MCDViews`). Evaluation uses a fixed one (step key 0).
+        step_key = self.state.global_step + 1 if training else 0
+        return derive_seed(self.args.seed, step_key)
 
     def compute_loss(self, model, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch=None):
         inputs = dict(inputs)
@@ -296,7 +165,13 @@ class MCDTrainer(Trainer):
         training = model.training
         if bad and training:
             self._bad_samples.update(bad)
-        views = self.views(images, seed=self._view_seed(training))
+        rows = images.shape[0]  # equal on every process: the local rows of the global batch
+        views = self.views(
+            images,
+            seed=self._view_seed(training),
+            row_offset=self.args.process_index * rows,
+            total_rows=self.args.world_size * rows,
+        )
         alpha = self.current_alpha()
         outputs = model(
             pixel_values=views.pixel_values,
@@ -373,4 +248,4 @@ class MCDTrainer(Trainer):
         return dict(zip(BAD_SAMPLE_REASONS, (int(v) for v in total.tolist())))
 
 
-__all__ = ["MCDTrainer", "MCDTrainingArguments", "TeacherEMACallback"]
+__all__ = ["MCDTrainer", "TeacherEMACallback"]

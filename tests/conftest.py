@@ -77,6 +77,25 @@ def tiny_model_dir(tmp_path, tiny_model) -> str:
     return folder
 
 
+#: Rows and width of the unit embeddings that the loss tests share: odd, small, more rows than 2.
+EMBED_ROWS, EMBED_DIM = 5, 7
+
+
+def unit(*shape: int, seed: int) -> torch.Tensor:
+    """Seeded float64 rows of unit length, shape `shape` (normalised along the last axis)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.normalize(torch.randn(*shape, generator=generator, dtype=torch.float64), dim=-1)
+
+
+@pytest.fixture
+def embeds() -> dict[str, torch.Tensor]:
+    """Student u, v, ũ and a perturbed teacher ū, v̄, ū̃, all (EMBED_ROWS, EMBED_DIM) unit rows."""
+    u, v, aug = (unit(EMBED_ROWS, EMBED_DIM, seed=seed) for seed in range(3))
+    noise = unit(3, EMBED_ROWS, EMBED_DIM, seed=3)
+    perturb = lambda x, k: torch.nn.functional.normalize(x + 0.5 * noise[k], dim=-1)  # noqa: E731
+    return {"image": u, "text": v, "aug": aug, "t_image": perturb(u, 0), "t_text": perturb(v, 1), "t_aug": perturb(aug, 2)}
+
+
 def comparable_config(config) -> dict:
     """`config.to_dict()` without the fields that legitimately change on save/load: where it was loaded
     from, the `auto_map` that `save_pretrained` writes, and `dtype` (`None` until the weights are saved,

@@ -1,4 +1,4 @@
-"""The two views of SPEC §1: shapes, reproducibility, per-sample randomness, crop boxes, eval transform."""
+"""The two views of docs/method.md §1: shapes, reproducibility, per-sample randomness, crop boxes, eval transform."""
 
 from __future__ import annotations
 
@@ -197,3 +197,19 @@ def test_bad_inputs_raise_clear_errors(views):
         args = dict(image_size=SIZE, image_mean=MEAN, image_std=STD) | kwargs
         with pytest.raises(ValueError, match=field):
             MCDViews(**args)
+
+
+def test_split_global_batch_gets_the_views_of_one_batch():
+    """With one seed, the rows of a global batch get the same views however the batch is split (processes,
+    micro-batches): each part draws the parameters of all rows and takes its own."""
+    views = MCDViews(16, (0.5,) * 3, (0.5,) * 3)
+    images = torch.randint(0, 256, (7, 3, 21, 19), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    whole = views(images, seed=11)
+    for bounds in ((0, 3, 7), (0, 1, 5, 7)):
+        parts = [views(images[lo:hi], seed=11, row_offset=lo, total_rows=7) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        for name in ("pixel_values", "aug_pixel_values", "boxes", "aug_boxes", "overlap"):
+            joined = torch.cat([getattr(part, name) for part in parts])
+            torch.testing.assert_close(joined, getattr(whole, name), rtol=0, atol=0, msg=name)
+    assert not torch.equal(views(images, seed=12).aug_pixel_values, whole.aug_pixel_values)
+    with pytest.raises(ValueError, match="do not fit"):
+        views(images, seed=11, row_offset=1, total_rows=7)

@@ -4,7 +4,6 @@ separable and random features, and the caption loader (including the shared Flic
 
 import json
 from math import comb
-from pathlib import Path
 
 import numpy as np
 import pytest

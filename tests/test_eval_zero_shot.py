@@ -3,7 +3,6 @@
 encoders against the model's own forward, and the data and template loaders."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -7,7 +7,7 @@ import yaml
 from huggingface_hub import ModelCard
 
 from modeling_mcd.hub import DEFAULT_TEMPLATE, render_model_card, write_model_card
-from modeling_mcd.trainer import MCDTrainingArguments
+from modeling_mcd.arguments import MCDTrainingArguments
 
 from conftest import tiny_config
 

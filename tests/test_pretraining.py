@@ -11,7 +11,7 @@ from safetensors import safe_open
 from transformers import AutoModel
 
 from modeling_mcd import MCDModel
-from modeling_mcd.losses import MCDLoss
+from modeling_mcd.objective import MCDLoss
 from modeling_mcd.pretraining import MCDForPreTraining
 
 from conftest import fixed_pretraining_batch, tiny_config

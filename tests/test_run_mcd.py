@@ -50,24 +50,6 @@ def _load_script():
     return sys.modules["run_mcd"]
 
 
-def test_yaml_recipe_becomes_flags_and_flags_override_it():
-    run_mcd = _load_script()
-    assert run_mcd.yaml_to_flags({"max_steps": 5, "orig_crop_scale": [0.5, 1.0], "x": None}) == [
-        "--max_steps", "5", "--orig_crop_scale", "0.5", "1.0",
-    ]
-    model_args, data_args, training_args = run_mcd.parse_args(["--max_steps", "7", "--output_dir", "/tmp/x"])
-    # everything else comes from the demo recipe
-    assert training_args.max_steps == 7 and training_args.output_dir == "/tmp/x"
-    assert data_args.dataset == "synthetic" and model_args.patch_size == 8
-    assert training_args.objective == "mcd"
-
-
-def test_bad_flag_values_name_the_field():
-    run_mcd = _load_script()
-    with pytest.raises(ValueError, match="objective"):
-        run_mcd.parse_args(["--objective", "simclr", "--output_dir", "/tmp/x"])
-
-
 @pytest.mark.slow
 def test_main_trains_evaluates_and_saves_a_loadable_model(tmp_path):
     run_mcd = _load_script()

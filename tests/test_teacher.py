@@ -1,4 +1,4 @@
-"""The EMA teacher (SPEC §5): momentum schedule, update math, pairing, and ZeRO-3 shard-wise updates."""
+"""The EMA teacher (docs/method.md §5): momentum schedule, update math, pairing, and ZeRO-3 shard-wise updates."""
 
 from __future__ import annotations
 

@@ -188,8 +188,8 @@ class RecordingViews(MCDViews):
         super().__init__(*args, **kwargs)
         self.outputs = []
 
-    def forward(self, images, seed=None):
-        out = super().forward(images, seed=seed)
+    def forward(self, images, seed=None, **rows):
+        out = super().forward(images, seed=seed, **rows)
         self.outputs.append(out)
         return out
 

@@ -57,4 +57,11 @@ def classification_metrics(scores: torch.Tensor, labels: torch.Tensor, topk: tup
     return metrics
 
 
-__all__ = ["check_labels", "classification_metrics"]
+def classification_chance(num_classes: int, topk: tuple[int, ...] = (1, 5)) -> dict[str, float]:
+    """What a random guess scores, under the names `classification_metrics` reports (k capped at C)."""
+    chance = {f"top{k}": min(k, num_classes) / num_classes for k in topk}
+    chance["mean_per_class_accuracy"] = 1 / num_classes
+    return chance
+
+
+__all__ = ["check_labels", "classification_chance", "classification_metrics"]

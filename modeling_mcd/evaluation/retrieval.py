@@ -9,9 +9,40 @@ one chunk of rows at a time, so 5,000 × 25,000 (COCO) never sits in memory at o
 
 from __future__ import annotations
 
+from math import comb
+
 import torch
 
 RECALL_AT = (1, 5, 10)
+
+
+def retrieval_chance(num_images: int, num_texts: int, recall_at: tuple[int, ...] = RECALL_AT) -> dict[str, float]:
+    r"""
+    What a random ranking scores, under the names `retrieval_metrics` reports.
+
+    Text→image: the one correct image is at any of I positions, so R@K = K / I. Image→text: an image with c
+    captions (c = T // I) hits when any of them is among the first K of T, so R@K = 1 − C(T − c, K) / C(T, K),
+    and its expected rank is that of the best of c random positions, (T + 1) / (c + 1).
+
+    Args:
+        num_images (`int`): I.
+        num_texts (`int`): T, a multiple of I in the standard protocols (5 captions per image).
+        recall_at (`tuple[int]`, *optional*, defaults to `(1, 5, 10)`)
+
+    Returns:
+        `dict` with `text_to_image_R@{k}`, `image_to_text_R@{k}` and both mean ranks.
+    """
+    per_image = max(num_texts // num_images, 1)
+    chance: dict[str, float] = {}
+    for k in recall_at:
+        # C(T - c, K) / C(T, K): the chance that none of the c captions is among K; K >= T always hits.
+        chance[f"image_to_text_R@{k}"] = (
+            1 - comb(num_texts - per_image, k) / comb(num_texts, k) if k < num_texts else 1.0
+        )
+        chance[f"text_to_image_R@{k}"] = min(k, num_images) / num_images
+    chance["image_to_text_mean_rank"] = (num_texts + 1) / (per_image + 1)
+    chance["text_to_image_mean_rank"] = (num_images + 1) / 2
+    return chance
 
 
 def _check(image_features: torch.Tensor, text_features: torch.Tensor, text_to_image: torch.Tensor) -> torch.Tensor:
@@ -105,4 +136,4 @@ def retrieval_metrics(
     return metrics
 
 
-__all__ = ["RECALL_AT", "rank_metrics", "retrieval_metrics", "retrieval_ranks"]
+__all__ = ["retrieval_chance", "RECALL_AT", "rank_metrics", "retrieval_metrics", "retrieval_ranks"]

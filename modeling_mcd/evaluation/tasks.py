@@ -2,20 +2,25 @@
 """Evaluation sets bundled with their data, so the training script and the Trainer run them alike.
 
 A task holds its images and texts; `run(model, tokenizer, preprocess)` encodes them with the features
-helpers and returns metrics prefixed by the task's name (e.g. `synthetic_zero_shot_top1`).
+helpers and returns metrics prefixed by the task's name (e.g. `synthetic_zero_shot_top1`);
+`chance_metrics()` gives what a random model scores on the headline metrics. `build_eval_tasks` makes the
+tasks a run asks for: the synthetic test split, an image folder for zero-shot, a captions file for retrieval.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from .features import encode_images, encode_texts
-from .retrieval import retrieval_metrics
+from .metrics import classification_chance
+from .retrieval import retrieval_chance, retrieval_metrics
 from .zero_shot import build_zero_shot_classifier, zero_shot_metrics
 
 Preprocess = Callable[[list], torch.Tensor]
@@ -31,9 +36,10 @@ class ZeroShotTask:
     classnames: Sequence[str]
     templates: Sequence[str]
 
-    @property
-    def chance(self) -> float:
-        return 1.0 / len(self.classnames)
+    def chance_metrics(self) -> dict[str, float]:
+        """What a random guess scores, under the metric names `run` reports."""
+        chance = classification_chance(len(self.classnames))
+        return {f"{self.name}_zero_shot_{k}": v for k, v in chance.items()}
 
     def run(
         self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, preprocess: Preprocess, batch_size: int = 128
@@ -59,10 +65,10 @@ class RetrievalTask:
         texts = [caption for group in captions for caption in group]
         return cls(name, images, texts, [i for i, group in enumerate(captions) for _ in group])
 
-    @property
-    def chance(self) -> float:
-        """R@1 of a random ranking, both directions: 1 / number of images."""
-        return 1.0 / len(self.images)
+    def chance_metrics(self) -> dict[str, float]:
+        """What a random ranking scores, under the metric names `run` reports."""
+        chance = retrieval_chance(len(self.images), len(self.texts))
+        return {f"{self.name}_retrieval_{k}": v for k, v in chance.items()}
 
     def run(
         self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, preprocess: Preprocess, batch_size: int = 128
@@ -89,4 +95,65 @@ def run_tasks(
     return metrics
 
 
-__all__ = ["RetrievalTask", "ZeroShotTask", "run_tasks"]
+def chance_levels(tasks: Sequence[ZeroShotTask | RetrievalTask]) -> dict[str, float]:
+    """What a random model scores on each task's headline metrics."""
+    return {name: value for task in tasks for name, value in task.chance_metrics().items()}
+
+
+def _dataset_name(folder: Path) -> str:
+    """`.../cifar10/test` -> `cifar10`: a split folder is named after its dataset."""
+    return folder.parent.name if folder.name in ("test", "val", "validation", "train") else folder.name
+
+
+def build_eval_tasks(
+    synthetic_config=None,
+    zero_shot_folder: str | None = None,
+    zero_shot_templates: str | None = None,
+    retrieval_file: str | None = None,
+    max_samples: int | None = None,
+) -> list[ZeroShotTask | RetrievalTask]:
+    r"""
+    The evaluation tasks of a run.
+
+    Args:
+        synthetic_config (`SyntheticConfig`, *optional*): zero-shot and retrieval on the synthetic test split.
+        zero_shot_folder (`str`, *optional*): an image folder `<class>/...` (+ `classnames.json`).
+        zero_shot_templates (`str`, *optional*): the prompt set for it (e.g. `cifar10`); default: generic.
+        retrieval_file (`str`, *optional*): a `captions.jsonl` (`file_name`, `captions`, `split`); its test split.
+        max_samples (`int`, *optional*): cap each set: a seeded sample of the images for zero-shot (a folder is
+            sorted by class), the first images and their captions for retrieval.
+    """
+    from ..synthetic import retrieval_dataset, zero_shot_classes, zero_shot_dataset
+    from .data import load_captioned_images, load_labelled_images
+    from .templates import get_templates
+
+    tasks: list[ZeroShotTask | RetrievalTask] = []
+    if synthetic_config is not None:
+        head = (lambda d: d.select(range(min(max_samples, len(d))))) if max_samples else (lambda d: d)
+        classnames, templates = zero_shot_classes(synthetic_config)
+        zero_shot = head(zero_shot_dataset(synthetic_config, split="test"))
+        tasks.append(ZeroShotTask("synthetic", zero_shot["image"], zero_shot["label"], classnames, templates))
+        retrieval = head(retrieval_dataset(synthetic_config, split="test"))
+        tasks.append(RetrievalTask.from_groups("synthetic", retrieval["image"], retrieval["captions"]))
+    if zero_shot_folder:
+        labelled = load_labelled_images(zero_shot_folder)
+        if labelled.classnames is None:
+            raise ValueError(f"--eval_zero_shot_folder {zero_shot_folder}: no class names found")
+        images, labels = labelled.images, labelled.labels.tolist()
+        if max_samples and max_samples < len(images):
+            keep = sorted(random.Random(0).sample(range(len(images)), max_samples))
+            images, labels = [images[i] for i in keep], [labels[i] for i in keep]
+        templates = get_templates(zero_shot_templates)
+        tasks.append(ZeroShotTask(_dataset_name(Path(zero_shot_folder)), images, labels, labelled.classnames, templates))
+    if retrieval_file:
+        captioned = load_captioned_images(retrieval_file, split="test")
+        images, texts, text_to_image = captioned.images, captioned.captions, captioned.text_to_image.tolist()
+        if max_samples:
+            keep = [i for i, image in enumerate(text_to_image) if image < max_samples]
+            images = [images[i] for i in range(min(max_samples, len(images)))]
+            texts, text_to_image = [texts[i] for i in keep], [text_to_image[i] for i in keep]
+        tasks.append(RetrievalTask(Path(retrieval_file).parent.name, images, texts, text_to_image))
+    return tasks
+
+
+__all__ = ["RetrievalTask", "ZeroShotTask", "build_eval_tasks", "chance_levels", "run_tasks"]

@@ -1,103 +1,41 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
-"""The built-in default dataset: rendered scenes of coloured shapes with varied captions.
+"""Rendering one synthetic scene and its captions, and the ground truth that goes with it.
 
-The default run (`accelerate launch training/run_mcd.py`) pretrains a tiny model on this data
-with no download and no licence, so the scenes are designed to be learnable in a few hundred
-steps by a tiny ViT (64 px, patch 8) and a tiny BERT:
-
-- a dark, lightly textured background and 1-3 non-overlapping objects, each with a shape, a
-  colour, a size (small/large) and a position; each object is described by its bbox
-  `[x0, y0, x1, y1]` in pixel-edge coordinates (`x1`, `y1` exclusive);
-- several captions per image that name every object with natural variation (count, size,
-  position, template, order), e.g. "a drawing of two red circles and a big blue square on the
-  left.", so the text side is not one constant string per class;
-- captions describe objects that a random crop can cut away, so MCD's augmented view really is
-  misaligned with the text; `visible_fraction` gives the ground truth for a crop box.
-
-Every sample is rendered from its own `numpy.random.Generator`, seeded by
-`(seed, split, stream, index)`, so any sample is reproducible on its own, independent of the
-order in which samples are generated.
-
-Evaluation sets: `zero_shot_dataset` (single-object images, class = "<colour> <shape>", chance
-= 1 / number of classes) and `retrieval_dataset` (several captions per image, like COCO).
+Data flow: `render_sample(config, split, index)` seeds one `numpy.random.Generator` from
+`(seed, split, stream, index)`, lays out 1-4 non-overlapping objects (`_place_objects`), draws them on a dark
+gradient background (`_render_image`) and phrases several captions that name every object (`_captions`), so
+any sample is reproducible on its own, whatever order samples are generated in. The zero-shot class of a
+scene is "<colour> <shape>" of its largest object (`zero_shot_classes`); `visible_fraction` says how much of
+what the captions describe survives a crop.
 """
 
 from __future__ import annotations
 
-import io
 import math
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, List, Value
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
-# ----------------------------------------------------------------------------------------------
-# Vocabulary and caption templates (data, not code).
-# ----------------------------------------------------------------------------------------------
-
-#: Named colours, chosen far apart in RGB and bright against the dark background.
-COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 30, 30),
-    "green": (40, 190, 60),
-    "blue": (40, 90, 240),
-    "yellow": (245, 225, 40),
-    "purple": (160, 50, 210),
-    "orange": (250, 140, 20),
-    "white": (245, 245, 245),
-    "pink": (250, 120, 190),
-}
-
-#: Drawable shapes and their plural forms.
-SHAPES: dict[str, str] = {
-    "circle": "circles",
-    "square": "squares",
-    "triangle": "triangles",
-    "star": "stars",
-    "cross": "crosses",
-}
-
-DEFAULT_COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange")
-DEFAULT_SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
-
-#: Object side length as a fraction of the image size, per size class (inclusive range).
-SIZE_FRACTIONS: dict[str, tuple[float, float]] = {"small": (0.18, 0.26), "large": (0.34, 0.46)}
-
-#: Words a caption may use for each size class.
-SIZE_WORDS: dict[str, tuple[str, ...]] = {"small": ("small", "little", "tiny"), "large": ("large", "big")}
-
-#: Words for an object count (1 takes "a"/"an", chosen by the next word).
-COUNT_WORDS: dict[int, str] = {2: "two", 3: "three", 4: "four"}
-
-#: Whole-caption templates; `{}` is the list of object phrases.
-CAPTION_TEMPLATES: tuple[str, ...] = (
-    "a photo of {}.",
-    "a drawing of {}.",
-    "a picture of {}.",
-    "an image of {}.",
-    "a rendering of {}.",
-    "there is {}.",
-    "{} on a dark background.",
-    "{}.",
+from .config import (
+    CAPTION_TEMPLATES,
+    COLOURS,
+    COUNT_WORDS,
+    P_POSITION_WORD,
+    P_SIZE_WORD,
+    SHAPES,
+    SIZE_FRACTIONS,
+    SIZE_WORDS,
+    ZERO_SHOT_TEMPLATES,
+    SyntheticConfig,
+    split_id,
 )
 
-#: Zero-shot prompt templates; `{}` is a class name such as "red circle".
-ZERO_SHOT_TEMPLATES: tuple[str, ...] = (
-    "a photo of a {}.",
-    "a drawing of a {}.",
-    "a picture of a {}.",
-    "an image of a {}.",
-    "a rendering of a {}.",
-    "there is a {}.",
-    "a {} on a dark background.",
-)
-
-#: Probability that a caption names the size (resp. position) of an object group.
-P_SIZE_WORD = 0.5
-P_POSITION_WORD = 0.3
+# ----------------------------------------------------------------------------------------------
+# Layout and drawing knobs.
+# ----------------------------------------------------------------------------------------------
 
 #: Background grey level range and per-channel tint, in 0-255 units.
 BACKGROUND_LEVEL = (30, 70)
@@ -110,82 +48,7 @@ OBJECT_GAP = 2
 #: Scene layouts tried before giving up (a layout fails when a small object finds no room).
 PLACEMENT_TRIES = 20
 
-SPLITS: dict[str, int] = {"train": 0, "validation": 1, "test": 2}
 _SCENE_STREAM, _SINGLE_OBJECT_STREAM = 0, 1
-
-
-@dataclass
-class SyntheticConfig:
-    """Configuration of the built-in synthetic dataset.
-
-    Args:
-        image_size (`int`, *optional*, defaults to 64):
-            Side of the square RGB images, in pixels (at least 32).
-        num_train (`int`, *optional*, defaults to 8000):
-            Number of training images.
-        num_validation (`int`, *optional*, defaults to 500):
-            Number of validation images.
-        num_test (`int`, *optional*, defaults to 1000):
-            Number of test images (also the size of the zero-shot and retrieval test sets).
-        min_objects (`int`, *optional*, defaults to 1):
-            Fewest objects in a scene.
-        max_objects (`int`, *optional*, defaults to 3):
-            Most objects in a scene (at most 4, so that they fit without overlapping).
-        captions_per_image (`int`, *optional*, defaults to 5):
-            Length of each sample's `captions` list.
-        seed (`int`, *optional*, defaults to 0):
-            Non-negative seed; every sample is a pure function of `(seed, split, index)`.
-        shapes (`tuple[str, ...]`, *optional*):
-            Shapes to draw, a subset of `SHAPES`.
-        colours (`tuple[str, ...]`, *optional*):
-            Colour names to use, a subset of `COLOURS`.
-    """
-
-    image_size: int = 64
-    num_train: int = 8000
-    num_validation: int = 500
-    num_test: int = 1000
-    min_objects: int = 1
-    max_objects: int = 3
-    captions_per_image: int = 5
-    seed: int = 0
-    shapes: tuple[str, ...] = DEFAULT_SHAPES
-    colours: tuple[str, ...] = DEFAULT_COLOURS
-
-    def __post_init__(self) -> None:
-        self.shapes, self.colours = tuple(self.shapes), tuple(self.colours)
-        if self.image_size < 32:
-            raise ValueError(f"`image_size` must be at least 32, got {self.image_size}.")
-        for name in ("num_train", "num_validation", "num_test", "seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)}.")
-        if self.min_objects < 1:
-            raise ValueError(f"`min_objects` must be at least 1, got {self.min_objects}.")
-        if not self.min_objects <= self.max_objects <= max(COUNT_WORDS):
-            raise ValueError(
-                f"`max_objects` must be in [min_objects={self.min_objects}, {max(COUNT_WORDS)}], "
-                f"got {self.max_objects}."
-            )
-        if self.captions_per_image < 1:
-            raise ValueError(f"`captions_per_image` must be at least 1, got {self.captions_per_image}.")
-        for name, known in (("shapes", SHAPES), ("colours", COLOURS)):
-            values = getattr(self, name)
-            unknown = [value for value in values if value not in known]
-            if not values or unknown or len(set(values)) != len(values):
-                raise ValueError(
-                    f"`{name}` must be distinct names from {sorted(known)}, got {list(values)}."
-                )
-
-    def num_examples(self, split: str) -> int:
-        """Number of images in `split` ("train", "validation" or "test")."""
-        _split_id(split)  # validates the name
-        return getattr(self, f"num_{split}")
-
-
-def _split_id(split: str) -> int:
-    if split not in SPLITS:
-        raise ValueError(f"`split` must be one of {list(SPLITS)}, got {split!r}.")
-    return SPLITS[split]
 
 
 def _pick(rng: np.random.Generator, options: Any) -> Any:
@@ -419,7 +282,7 @@ def _captions(objects: list[dict[str, Any]], image_size: int, rng: np.random.Gen
 
 
 # ----------------------------------------------------------------------------------------------
-# Samples and datasets.
+# Samples.
 # ----------------------------------------------------------------------------------------------
 
 
@@ -442,7 +305,7 @@ def render_sample(config: SyntheticConfig, split: str, index: int, single_object
     if index < 0:
         raise ValueError(f"`index` must be non-negative, got {index}.")
     stream = _SINGLE_OBJECT_STREAM if single_object else _SCENE_STREAM
-    rng = np.random.default_rng([config.seed, _split_id(split), stream, index])
+    rng = np.random.default_rng([config.seed, split_id(split), stream, index])
     num_objects = 1 if single_object else _pick(rng, range(config.min_objects, config.max_objects + 1))
     objects, sides = _place_objects(config, rng, num_objects)
     image = _render_image(config, rng, objects, sides)
@@ -451,75 +314,3 @@ def render_sample(config: SyntheticConfig, split: str, index: int, single_object
     largest = objects[int(np.argmax(areas))]
     label = config.colours.index(largest["colour"]) * len(config.shapes) + config.shapes.index(largest["shape"])
     return {"image": image, "caption": captions[0], "captions": captions, "objects": objects, "label": label}
-
-
-def _features(config: SyntheticConfig, columns: tuple[str, ...]) -> Features:
-    obj = {"shape": Value("string"), "colour": Value("string"), "size": Value("string"), "bbox": List(Value("int32"), length=4)}
-    every = {
-        "image": Image(),
-        "caption": Value("string"),
-        "captions": List(Value("string")),
-        "objects": List(obj),
-        "label": ClassLabel(names=zero_shot_classes(config)[0]),
-    }
-    return Features({column: every[column] for column in columns})
-
-
-def _png(image: PILImage.Image) -> dict[str, Any]:
-    """The `datasets.Image` storage of an image: PNG at zlib level 1, ~4x faster to write than
-    the default level and as small on these flat scenes."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
-    return {"bytes": buffer.getvalue(), "path": None}
-
-
-def _build(config: SyntheticConfig, split: str, columns: tuple[str, ...], single_object: bool = False) -> Dataset:
-    samples = [render_sample(config, split, i, single_object) for i in range(config.num_examples(split))]
-    for sample in samples:
-        sample["image"] = _png(sample["image"])
-    return Dataset.from_dict(
-        {column: [sample[column] for sample in samples] for column in columns},
-        features=_features(config, columns),
-        split=split,
-    )
-
-
-def load_synthetic_dataset(config: SyntheticConfig | None = None) -> DatasetDict:
-    """Generate the train/validation/test splits in memory (a few seconds at the defaults).
-
-    Args:
-        config (`SyntheticConfig`, *optional*): dataset configuration (defaults if `None`).
-
-    Returns:
-        `datasets.DatasetDict`: splits `train`, `validation`, `test`, each with columns `image`
-        (`datasets.Image`), `caption`, `captions`, `objects` and `label` (`ClassLabel`).
-    """
-    config = config or SyntheticConfig()
-    columns = ("image", "caption", "captions", "objects", "label")
-    return DatasetDict({split: _build(config, split, columns) for split in SPLITS})
-
-
-def zero_shot_dataset(config: SyntheticConfig | None = None, split: str = "test") -> Dataset:
-    """Single-object images whose class ("<colour> <shape>") is well defined.
-
-    Args:
-        config (`SyntheticConfig`, *optional*): dataset configuration (defaults if `None`).
-        split (`str`, *optional*, defaults to "test"): which split's size and seed stream to use.
-
-    Returns:
-        `datasets.Dataset`: columns `image` and `label` (`ClassLabel` over `zero_shot_classes`).
-    """
-    return _build(config or SyntheticConfig(), split, ("image", "label"), single_object=True)
-
-
-def retrieval_dataset(config: SyntheticConfig | None = None, split: str = "test") -> Dataset:
-    """Image-text retrieval set: the split's scenes, each with several captions (as in COCO).
-
-    Args:
-        config (`SyntheticConfig`, *optional*): dataset configuration (defaults if `None`).
-        split (`str`, *optional*, defaults to "test"): which split to use.
-
-    Returns:
-        `datasets.Dataset`: columns `image` and `captions` (`captions_per_image` per image).
-    """
-    return _build(config or SyntheticConfig(), split, ("image", "captions"))

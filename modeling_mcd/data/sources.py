@@ -1,0 +1,218 @@
+# Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
+"""Opening image-text sources: a Hub dataset, an `imagefolder` directory, `.jsonl`/`.csv` files or webdataset
+`.tar` shards, each normalised to the same two columns.
+
+Data flow: `load_image_text_dataset(source)` -> a `datasets.Dataset` (or `IterableDataset` when streaming) with
+`image` (kept undecoded: a path or a `{"bytes", "path"}` dict) and `caption` (a string or a list of strings).
+Decoding happens one sample at a time later (`decoding.decode_image`, called by the datasets of `image_text`),
+where the bad-sample policy can see what failed.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import datasets
+
+WEBDATASET_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+WEBDATASET_CAPTION_KEYS = ("txt",)
+LOCAL_EXTENSIONS = (".jsonl", ".json", ".csv", ".tar")
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """Expand webdataset-style brace lists: `"shard-{000..002}.tar"` and `"{a,b}.tar"` (nested allowed).
+
+    Args:
+        pattern: a path with zero or more `{lo..hi}` numeric ranges (zero padding kept) or `{x,y}` lists.
+
+    Returns:
+        The expanded paths, in order.
+    """
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if match is None:
+        return [pattern]
+    head, body, tail = pattern[: match.start()], match.group(1), pattern[match.end() :]
+    numeric = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    if numeric:
+        lo, hi = numeric.groups()
+        width = len(lo) if lo.startswith("0") else 0
+        options = [str(i).zfill(width) for i in range(int(lo), int(hi) + 1)]
+    else:
+        options = body.split(",")
+    return [path for option in options for path in expand_braces(head + option + tail)]
+
+
+def _local_files(source: str) -> list[str]:
+    """The local files named by `source` (a path, a glob or a brace list); empty when none exist."""
+    files: list[str] = []
+    for pattern in expand_braces(source):
+        if glob.has_magic(pattern):
+            files.extend(sorted(glob.glob(pattern)))
+        elif os.path.isfile(pattern):
+            files.append(pattern)
+    return files
+
+
+def _column_names(dataset: datasets.Dataset | datasets.IterableDataset) -> list[str]:
+    if dataset.column_names is not None:
+        return list(dataset.column_names)
+    # A streaming dataset whose features are not known in advance: look at its first row.
+    return list(next(iter(dataset)).keys())
+
+
+def _require_column(columns: Sequence[str], name: str, argument: str, source: str) -> None:
+    if name not in columns:
+        raise ValueError(f"{argument}={name!r} is not a column of {source!r}; its columns are {sorted(columns)}")
+
+
+def lazy_images(
+    dataset: datasets.Dataset | datasets.IterableDataset, column: str = "image"
+) -> datasets.Dataset | datasets.IterableDataset:
+    """Cast an `Image` column to `decode=False` so rows hold raw bytes/paths for `decode_image`."""
+    features = dataset.features
+    if features is not None and isinstance(features.get(column), datasets.Image) and features[column].decode:
+        return dataset.cast_column(column, datasets.Image(decode=False))
+    return dataset
+
+
+def _normalise_columns(
+    dataset: datasets.Dataset | datasets.IterableDataset, image_column: str, caption_column: str, source: str
+) -> datasets.Dataset | datasets.IterableDataset:
+    """Keep `image_column` and `caption_column` only, renamed to `image` and `caption`."""
+    columns = _column_names(dataset)
+    _require_column(columns, image_column, "image_column", source)
+    _require_column(columns, caption_column, "caption_column", source)
+    dataset = dataset.select_columns([image_column, caption_column])
+    for old, new in ((image_column, "image"), (caption_column, "caption")):
+        if old != new:
+            dataset = dataset.rename_column(old, new)
+    return lazy_images(dataset)
+
+
+def _resolve_paths(example: dict[str, Any], column: str, base_dir: str) -> dict[str, Any]:
+    path = example[column]
+    if isinstance(path, str) and path and not os.path.isabs(path):
+        path = os.path.join(base_dir, path)
+    return {column: path}
+
+
+def _load_table_files(
+    files: list[str],
+    kind: str,
+    split: str,
+    image_column: str,
+    caption_column: str,
+    streaming: bool,
+    source: str,
+    **kwargs,
+) -> datasets.Dataset | datasets.IterableDataset:
+    """`.jsonl`/`.csv` files: image paths are relative to the directory of the file that names them."""
+    by_dir: dict[str, list[str]] = {}
+    for path in files:
+        by_dir.setdefault(os.path.dirname(os.path.abspath(path)), []).append(path)
+    parts = []
+    for base_dir, dir_files in by_dir.items():
+        part = datasets.load_dataset(kind, data_files={split: dir_files}, split=split, streaming=streaming, **kwargs)
+        _require_column(_column_names(part), image_column, "image_column", source)
+        part = part.map(_resolve_paths, fn_kwargs={"column": image_column, "base_dir": base_dir})
+        parts.append(part)
+    dataset = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    return _normalise_columns(dataset, image_column, caption_column, source)
+
+
+def _webdataset_image(example: dict[str, Any], image_keys: Sequence[str]) -> dict[str, Any]:
+    # A shard may mix extensions: each sample holds one image key, the others are None.
+    for key in image_keys:
+        value = example[key]
+        if value is not None:
+            # Name the shard in the path so that bad-sample messages point at the right tar file.
+            return {"image": {"bytes": value["bytes"], "path": f"{example['__url__']}/{value['path']}"}}
+    return {"image": None}
+
+
+def _load_webdataset(
+    files: list[str], split: str, image_column: str, caption_column: str, streaming: bool, source: str, **kwargs
+) -> datasets.Dataset | datasets.IterableDataset:
+    dataset = datasets.load_dataset(
+        "webdataset", data_files={split: files}, split=split, streaming=streaming, **kwargs
+    )
+    columns = _column_names(dataset)
+    if image_column == "image" and "image" not in columns:
+        image_keys = [key for key in WEBDATASET_IMAGE_KEYS if key in columns]
+        if not image_keys:
+            raise ValueError(
+                f"no image in the webdataset shards {source!r}: expected one of {WEBDATASET_IMAGE_KEYS} "
+                f"(or pass image_column); the shards hold {sorted(columns)}"
+            )
+        for key in image_keys:
+            dataset = dataset.cast_column(key, datasets.Image(decode=False))
+        dataset = dataset.map(_webdataset_image, fn_kwargs={"image_keys": image_keys})
+    if caption_column == "caption" and "caption" not in columns:
+        caption_column = next((key for key in WEBDATASET_CAPTION_KEYS if key in columns), caption_column)
+    return _normalise_columns(dataset, image_column, caption_column, source)
+
+
+def load_image_text_dataset(
+    source: str,
+    split: str = "train",
+    image_column: str = "image",
+    caption_column: str = "caption",
+    streaming: bool = False,
+    **kwargs,
+) -> datasets.Dataset | datasets.IterableDataset:
+    r"""
+    Open an image-text dataset and normalise it to two columns, `image` and `caption`.
+
+    Images stay undecoded (paths or `{"bytes", "path"}` dicts): `decode_image` decodes them one at a
+    time inside `ImageTextDataset`, where the bad-sample policy can see what failed.
+
+    Args:
+        source (`str`):
+            One of
+            - a local `imagefolder` directory with a `metadata.jsonl`/`metadata.csv` (`file_name` +
+              caption columns);
+            - `.jsonl`/`.json`/`.csv` files (a path, a glob or a brace list) whose `image_column` holds
+              image paths, relative to the directory of the file that names them, or absolute;
+            - webdataset `.tar` shards (a path, a glob or a brace list such as `"data/{000..099}.tar"`)
+              with `jpg`/`jpeg`/`png`/`webp` + `txt` members per sample (used when `image_column` /
+              `caption_column` are left at their defaults);
+            - otherwise, a dataset on the Hub, opened with `datasets.load_dataset(source, split=...)`.
+        split (`str`, *optional*, defaults to `"train"`): the split to load (also the split name given
+            to local files).
+        image_column (`str`, *optional*, defaults to `"image"`): the column holding the image.
+        caption_column (`str`, *optional*, defaults to `"caption"`): the column holding one caption (a
+            string) or several (a list of strings, one of which is drawn per step).
+        streaming (`bool`, *optional*, defaults to `False`): return a `datasets.IterableDataset`.
+        kwargs: passed on to `datasets.load_dataset` (e.g. `cache_dir`).
+
+    Returns:
+        `datasets.Dataset` or `datasets.IterableDataset` with columns `image` and `caption`.
+
+    Raises:
+        ValueError: `image_column` or `caption_column` is missing (the message lists the columns that
+            exist), or local files of an unsupported kind.
+    """
+    if os.path.isdir(source):
+        dataset = datasets.load_dataset("imagefolder", data_dir=source, split=split, streaming=streaming, **kwargs)
+        return _normalise_columns(dataset, image_column, caption_column, source)
+    files = _local_files(source)
+    if not files:
+        if glob.has_magic(source) or "{" in source or source.lower().endswith(LOCAL_EXTENSIONS):
+            raise ValueError(f"no file matches {source!r}")
+        dataset = datasets.load_dataset(source, split=split, streaming=streaming, **kwargs)
+        return _normalise_columns(dataset, image_column, caption_column, source)
+    extensions = {os.path.splitext(path)[1].lower() for path in files}
+    if extensions <= {".jsonl", ".json"}:
+        return _load_table_files(files, "json", split, image_column, caption_column, streaming, source, **kwargs)
+    if extensions == {".csv"}:
+        return _load_table_files(files, "csv", split, image_column, caption_column, streaming, source, **kwargs)
+    if extensions == {".tar"}:
+        return _load_webdataset(files, split, image_column, caption_column, streaming, source, **kwargs)
+    raise ValueError(
+        f"cannot tell how to read {source!r}: its files end with {sorted(extensions)}; "
+        "expected one kind of .jsonl/.json, .csv or .tar files, or an imagefolder directory"
+    )

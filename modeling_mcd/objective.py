@@ -1,0 +1,190 @@
+# Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
+"""`MCDLoss`: the whole MCD objective over the global batch (docs/method.md §6, paper Eq. 13), as named terms.
+
+It takes each process's LOCAL embeddings, gathers them across processes (`modeling_mcd.distributed`:
+with gradient for the student, without for the teacher) and combines the pure terms of
+`modeling_mcd.losses`, so its value does not depend on how the global batch is split.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from transformers.models.clip.modeling_clip import image_text_contrastive_loss
+
+from .distributed import gather_no_grad, gather_with_grad
+from .losses import DISTILL_LOSSES, distill_neg_loss, distill_noisy_loss, distill_pos_loss, mlm_loss, mp_nce_loss
+
+#: The training objectives (docs/method.md §2): CLIP's loss, MP-NCE alone, or MP-NCE + distillation.
+OBJECTIVES = ("clip", "mpnce", "mcd")
+
+
+def _required(value: torch.Tensor | None, name: str, needed_by: str) -> torch.Tensor:
+    """Return `value`, or raise a ValueError naming the missing argument and what needs it."""
+    if value is None:
+        raise ValueError(f"MCDLoss needs {name} for {needed_by}")
+    return value
+
+
+class MCDLoss(nn.Module):
+    """The full MCD objective over the global batch (docs/method.md §6, paper Eq. 13), returning named terms.
+
+    `loss = contrastive_loss + lambda_dist * distill_loss + beta_mlm * mlm_loss`, with
+    `distill_loss = lambda_pos * distill_pos_loss + lambda_neg * distill_neg_loss
+    + lambda_noisy * distill_noisy_loss`. Only the terms that apply are returned:
+
+    - `clip`: `contrastive_loss` = CLIP loss over u·v (+ `mlm_loss` if `use_mlm`).
+    - `mpnce`: `contrastive_loss` = MP-NCE with w_aug = 1 - α, no distillation (+ `mlm_loss` if `use_mlm`).
+    - `mcd`: MP-NCE + the distillation terms switched on by `use_pos`/`use_neg`/`use_noisy`
+      (+ `mlm_loss` if `use_mlm`).
+
+    Args:
+        objective: `clip`, `mpnce` or `mcd`.
+        lambda_dist: λ, weight of the whole distillation loss.
+        lambda_pos, lambda_neg, lambda_noisy: weights of L_pos, L_neg, L_noisy inside it.
+        beta_mlm: β, weight of the MLM loss.
+        distill_loss: regression of the log-ratio difference: `l2`, `l1` or `smooth_l1`.
+        eps: ε added to distances in the log-ratio loss.
+        use_pos, use_neg, use_noisy: switch each distillation term (objective `mcd` only).
+        use_mlm: add the MLM term (every objective).
+    """
+
+    def __init__(
+        self,
+        objective: str = "mcd",
+        lambda_dist: float = 1.0,
+        lambda_pos: float = 1.0,
+        lambda_neg: float = 1.0,
+        lambda_noisy: float = 1.0,
+        beta_mlm: float = 1.0,
+        distill_loss: str = "l2",
+        eps: float = 1e-6,
+        use_pos: bool = True,
+        use_neg: bool = True,
+        use_noisy: bool = True,
+        use_mlm: bool = True,
+    ):
+        super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        weights = {
+            "lambda_dist": lambda_dist,
+            "lambda_pos": lambda_pos,
+            "lambda_neg": lambda_neg,
+            "lambda_noisy": lambda_noisy,
+            "beta_mlm": beta_mlm,
+        }
+        for name, value in weights.items():
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if distill_loss not in DISTILL_LOSSES:
+            raise ValueError(f"distill_loss must be one of {DISTILL_LOSSES}, got {distill_loss!r}")
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        self.objective = objective
+        self.lambda_dist = lambda_dist
+        self.lambda_pos = lambda_pos
+        self.lambda_neg = lambda_neg
+        self.lambda_noisy = lambda_noisy
+        self.beta_mlm = beta_mlm
+        self.distill_loss = distill_loss
+        self.eps = eps
+        self.use_pos = use_pos
+        self.use_neg = use_neg
+        self.use_noisy = use_noisy
+        self.use_mlm = use_mlm
+
+    def extra_repr(self) -> str:
+        return (
+            f"objective={self.objective!r}, lambda_dist={self.lambda_dist}, lambda_pos={self.lambda_pos}, "
+            f"lambda_neg={self.lambda_neg}, lambda_noisy={self.lambda_noisy}, beta_mlm={self.beta_mlm}, "
+            f"distill_loss={self.distill_loss!r}, use_pos={self.use_pos}, use_neg={self.use_neg}, "
+            f"use_noisy={self.use_noisy}, use_mlm={self.use_mlm}"
+        )
+
+    def forward(
+        self,
+        image_embeds: torch.Tensor,
+        text_embeds: torch.Tensor,
+        logit_scale: torch.Tensor,
+        aug_image_embeds: torch.Tensor | None = None,
+        teacher_image_embeds: torch.Tensor | None = None,
+        teacher_aug_image_embeds: torch.Tensor | None = None,
+        teacher_text_embeds: torch.Tensor | None = None,
+        mlm_logits: torch.Tensor | None = None,
+        mlm_labels: torch.Tensor | None = None,
+        alpha: float = 0.0,
+    ) -> dict[str, torch.Tensor]:
+        """Compute every applicable term over the global batch.
+
+        Args:
+            image_embeds: (B, D) LOCAL normalised student u (gathered with gradient).
+            text_embeds: (B, D) LOCAL normalised student v (gathered with gradient).
+            logit_scale: scalar tensor, the already exponentiated scale.
+            aug_image_embeds: (B, D) LOCAL ũ; needed by `mpnce` and `mcd`.
+            teacher_image_embeds: (B, D) LOCAL ū (gathered without gradient); needed by L_pos, L_noisy.
+            teacher_aug_image_embeds: (B, D) LOCAL ū̃; needed by L_pos, L_neg.
+            teacher_text_embeds: (B, D) LOCAL v̄ from an EMA text tower; `None` means v̄ = stopgrad(v).
+            mlm_logits: (B, L, V) LOCAL MLM logits; needed when `use_mlm`.
+            mlm_labels: (B, L) LOCAL MLM labels, -100 where not masked; needed when `use_mlm`.
+            alpha: progressive-distillation α in [0, 1] (see `progressive_alpha`); w_aug = 1 - α.
+
+        Returns:
+            Dict of scalar tensors: `loss`, `contrastive_loss`, and when they apply `distill_pos_loss`,
+            `distill_neg_loss`, `distill_noisy_loss`, `distill_loss`, `mlm_loss`.
+        """
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        image = gather_with_grad(image_embeds)  # (N, D)
+        text = gather_with_grad(text_embeds)  # (N, D)
+        terms: dict[str, torch.Tensor] = {}
+
+        if self.objective == "clip":
+            terms["contrastive_loss"] = image_text_contrastive_loss(
+                logit_scale * text @ image.t()
+            )  # (N, N) logits_per_text
+        else:
+            aug_image = gather_with_grad(_required(aug_image_embeds, "aug_image_embeds", self.objective))
+            terms["contrastive_loss"] = mp_nce_loss(image, text, aug_image, logit_scale, aug_weight=1.0 - alpha)
+        loss = terms["contrastive_loss"]
+
+        if self.objective == "mcd" and (self.use_pos or self.use_neg or self.use_noisy):
+            teacher_text = text.detach() if teacher_text_embeds is None else gather_no_grad(teacher_text_embeds)
+            distill = torch.zeros((), dtype=loss.dtype, device=loss.device)
+            if self.use_pos or self.use_noisy:
+                teacher_image = gather_no_grad(_required(teacher_image_embeds, "teacher_image_embeds", "L_pos/L_noisy"))
+            if self.use_pos or self.use_neg:
+                teacher_aug = gather_no_grad(
+                    _required(teacher_aug_image_embeds, "teacher_aug_image_embeds", "L_pos/L_neg")
+                )
+            if self.use_pos:
+                terms["distill_pos_loss"] = distill_pos_loss(
+                    image, text, aug_image, teacher_image, teacher_text, teacher_aug, self.eps, self.distill_loss
+                )
+                distill = distill + self.lambda_pos * terms["distill_pos_loss"]
+            if self.use_neg:
+                terms["distill_neg_loss"] = distill_neg_loss(
+                    text, aug_image, teacher_text, teacher_aug, self.eps, self.distill_loss
+                )
+                distill = distill + self.lambda_neg * terms["distill_neg_loss"]
+            if self.use_noisy:
+                terms["distill_noisy_loss"] = distill_noisy_loss(
+                    image, text, teacher_image, teacher_text, self.eps, self.distill_loss
+                )
+                distill = distill + self.lambda_noisy * terms["distill_noisy_loss"]
+            terms["distill_loss"] = distill
+            loss = loss + self.lambda_dist * distill
+
+        if self.use_mlm:
+            terms["mlm_loss"] = mlm_loss(
+                _required(mlm_logits, "mlm_logits", "use_mlm=True"), _required(mlm_labels, "mlm_labels", "use_mlm=True")
+            )
+            loss = loss + self.beta_mlm * terms["mlm_loss"]
+
+        terms["loss"] = loss
+        return terms
+
+
+__all__ = ["MCDLoss", "OBJECTIVES"]

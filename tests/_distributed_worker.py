@@ -1,0 +1,142 @@
+# Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
+"""Worker for tests/test_distributed.py: 2 gloo processes with half a global batch each.
+
+Launched by `torchrun --standalone --nproc_per_node 2 _distributed_worker.py OUT_DIR`. For every objective
+it runs two cases on this rank's rows, backpropagates, and saves the loss terms and DDP-averaged gradients
+to OUT_DIR/rank{r}.pt:
+
+- `losses`: linear stand-in towers wrapped in DDP through `MCDLoss` (the gathers and the loss alone);
+- `model`: the tiny `MCDForPreTraining` end to end (both views in one call, clean + masked text in one
+  call, the teacher), in float64 with fixed views and MLM masks.
+
+It also exercises the raw gathers. The test imports `run_case` too and calls it with world_size=1 for the
+1-process reference.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from modeling_mcd.distributed import gather_no_grad, gather_with_grad, world_info
+from modeling_mcd.objective import OBJECTIVES, MCDLoss
+from modeling_mcd.pretraining import MCDForPreTraining
+
+from conftest import fixed_pretraining_batch, tiny_config
+
+CASES = ("losses", "model")
+GLOBAL_BATCH = 6  # 3 rows per rank
+WEIGHTS = {"lambda_dist": 0.7, "lambda_pos": 1.3, "lambda_neg": 0.6, "lambda_noisy": 1.7, "beta_mlm": 0.4}
+ALPHA = 0.3
+# Masked (row, token) positions: 2 on rank 0's rows (0-2), 5 on rank 1's rows (3-5), so a per-rank mean
+# would weight the tokens wrongly and only the global-count normalisation of the MLM loss is exact.
+MASKED = [(0, 2), (2, 1), (3, 1), (3, 4), (4, 2), (5, 3), (5, 6)]
+CAPTIONS = [
+    "a photo of a red circle",
+    "two blue squares",
+    "a cat",
+    "a big green star on the left",
+    "this is a dog",
+    "three black crosses and a plane",
+]
+FEATURES, DIM, TOKENS, VOCAB = 5, 7, 7, 11
+
+
+class TinyEncoder(nn.Module):
+    """Linear stand-ins for the towers: u, ũ share `image`; MLM logits go through `text` then a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.image = nn.Linear(FEATURES, DIM)
+        self.text = nn.Linear(FEATURES, DIM)
+        self.mlm_head = nn.Linear(DIM, VOCAB)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.teacher_image = nn.Linear(FEATURES, DIM).requires_grad_(False)
+
+    def forward(self, image_x, aug_x, text_x, tokens) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            teacher_image_embeds = F.normalize(self.teacher_image(image_x), dim=-1)
+            teacher_aug_image_embeds = F.normalize(self.teacher_image(aug_x), dim=-1)
+        return {
+            "image_embeds": F.normalize(self.image(image_x), dim=-1),  # (B, D)
+            "aug_image_embeds": F.normalize(self.image(aug_x), dim=-1),
+            "text_embeds": F.normalize(self.text(text_x), dim=-1),
+            "teacher_image_embeds": teacher_image_embeds,
+            "teacher_aug_image_embeds": teacher_aug_image_embeds,
+            "mlm_logits": self.mlm_head(self.text(tokens)),  # (B, L, V)
+            "logit_scale": self.logit_scale.exp(),
+        }
+
+
+def _encoder_batch() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    image_x, aug_x, text_x = torch.randn(3, GLOBAL_BATCH, FEATURES, generator=generator, dtype=torch.float64)
+    tokens = torch.randn(GLOBAL_BATCH, TOKENS, FEATURES, generator=generator, dtype=torch.float64)
+    labels = torch.full((GLOBAL_BATCH, TOKENS), -100)
+    for row, token in MASKED:
+        labels[row, token] = int(torch.randint(0, VOCAB, (), generator=generator))
+    return {"image_x": image_x, "aug_x": aug_x, "text_x": text_x, "tokens": tokens, "mlm_labels": labels}
+
+
+def _pretraining_model(objective: str) -> MCDForPreTraining:
+    """The same float64 model on every rank, with a teacher that differs from the student (non-zero distillation)."""
+    model = MCDForPreTraining(tiny_config(), loss_fn=MCDLoss(objective, **WEIGHTS)).double()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in model.teacher_student_parameters()[0]:
+            param.add_(0.05 * torch.randn(param.shape, generator=generator, dtype=param.dtype))
+    # Dropout off in the student: the only randomness left would differ between 1 and 2 processes.
+    return model.eval()
+
+
+def run_case(case: str, objective: str, rank: int, world_size: int) -> dict:
+    """One forward/backward on this rank's rows; returns the loss terms (floats) and the parameter gradients."""
+    torch.manual_seed(0)
+    local = slice(rank * GLOBAL_BATCH // world_size, (rank + 1) * GLOBAL_BATCH // world_size)
+    if case == "losses":
+        model = TinyEncoder().double()
+        batch = {name: tensor[local] for name, tensor in _encoder_batch().items()}
+        labels = batch.pop("mlm_labels")
+        wrapped = DistributedDataParallel(model) if world_size > 1 else model
+        terms = MCDLoss(objective, **WEIGHTS)(**wrapped(**batch), mlm_labels=labels, alpha=ALPHA)
+        teacher = [model.teacher_image.weight, model.teacher_image.bias]
+    else:
+        model = _pretraining_model(objective)
+        batch = fixed_pretraining_batch(CAPTIONS, MASKED, seed=0, dtype=torch.float64)
+        wrapped = DistributedDataParallel(model) if world_size > 1 else model
+        terms = wrapped(**{name: tensor[local] for name, tensor in batch.items()}, alpha=ALPHA).losses
+        teacher = model.teacher_student_parameters()[0]
+    terms["loss"].backward()
+    return {
+        "terms": {name: value.item() for name, value in terms.items()},
+        "grads": {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad},
+        "teacher_grads": [p.grad for p in teacher],
+    }
+
+
+def main(out_dir: Path) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    rank, world_size = world_info()
+    results: dict = {
+        (case, objective): run_case(case, objective, rank, world_size) for case in CASES for objective in OBJECTIVES
+    }
+    results["gathered"] = gather_with_grad(torch.full((2,), float(rank)))
+    results["gathered_no_grad"] = gather_no_grad(torch.full((1, 2), float(rank)))
+    try:
+        gather_with_grad(torch.zeros(3 - rank, 2))  # unequal local batches
+    except ValueError as error:
+        results["unequal_error"] = str(error)
+    torch.save(results, out_dir / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
