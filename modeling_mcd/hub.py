@@ -1,18 +1,19 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
 """Model cards for exported MCD models, rendered with `huggingface_hub.ModelCard` from the Jinja
-template in `hub_cards/`."""
+template in `hub_cards/` (installed as the package data `modeling_mcd.hub_cards`)."""
 
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
 from .configuration_mcd import MCDConfig
 
-#: The card template; `hub_cards/` sits next to the package in a source checkout.
-DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "hub_cards" / "mcd_model_card.md.jinja"
+#: The card template, found wherever the package is installed (a wheel, an editable checkout).
+DEFAULT_TEMPLATE = Path(str(files("modeling_mcd.hub_cards") / "mcd_model_card.md.jinja"))
 
 
 def _tower_description(config) -> str:

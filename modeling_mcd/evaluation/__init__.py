@@ -6,10 +6,8 @@ Encoding (`features`) is separate from the metrics, which are pure functions on 
 `mcd eval` command, the benchmarks and the trainer's in-training evaluation share them.
 
 The metrics are torch functions on embeddings or score matrices, run on the accelerator and checked in the
-tests against scikit-learn and naive loops. `evaluate_metrics` wraps them as local Hugging Face `evaluate`
-modules (`load_metric("zero_shot_accuracy")`, `load_metric("retrieval_recall")`: loaded from the package
-folder, never downloaded) for `add_batch` accumulation and `evaluate`'s multi-process gathering; they call the
-same functions, so the numbers are identical.
+tests against scikit-learn and naive loops. They are the only implementation: `mcd eval`, the benchmarks and
+the Trainer's evaluation all call them.
 """
 
 from .compositionality import compositionality_metrics
@@ -22,7 +20,6 @@ from .data import (
     load_labelled_images,
     load_sugarcrepe,
 )
-from .evaluate_metrics import load_metric
 from .features import default_max_length, encode_images, encode_texts, load_model_and_processor
 from .linear_probe import DEFAULT_C_GRID, linear_probe_metrics
 from .metrics import classification_metrics
@@ -46,7 +43,6 @@ __all__ = sorted(
         "encode_texts",
         "get_templates",
         "linear_probe_metrics",
-        "load_metric",
         "load_captioned_images",
         "load_labelled_images",
         "load_model_and_processor",
