@@ -13,10 +13,13 @@ flag cannot offer a value the code does not know.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
@@ -178,6 +181,9 @@ class MCDTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        uses_deepspeed = self.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+        if uses_deepspeed and not _has_accelerator():
+            _prepare_cpu_deepspeed(self)
         super().__post_init__()
         choices = {
             "objective": OBJECTIVES,
@@ -190,12 +196,6 @@ class MCDTrainingArguments(TrainingArguments):
                 raise ValueError(f"--{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not 0.0 <= self.base_momentum <= 1.0:
             raise ValueError(f"--base_momentum must be in [0, 1], got {self.base_momentum}")
-        if self.gradient_accumulation_steps != 1:
-            raise ValueError(
-                "--gradient_accumulation_steps must be 1 for MCD: accumulated micro-batches would each contrast "
-                "against their own negatives only, which is not the objective at the larger batch. Use more "
-                "processes (the loss is exact across processes) or a larger per-device batch."
-            )
 
     def build_loss(self) -> MCDLoss:
         """The `MCDLoss` these arguments describe."""
@@ -213,6 +213,44 @@ class MCDTrainingArguments(TrainingArguments):
             use_noisy=self.distill_noisy,
             use_mlm=self.use_mlm,
         )
+
+
+def _has_accelerator() -> bool:
+    return torch.accelerator.is_available()
+
+
+def _prepare_cpu_deepspeed(args: TrainingArguments) -> None:
+    """A DeepSpeed run on a machine without an accelerator (tests, CI, a laptop), launched by `torchrun` or
+    `accelerate launch`: the process group runs on gloo, and DeepSpeed skips its shared-memory all-reduce kernel.
+
+    transformers starts DeepSpeed without naming a backend, and DeepSpeed's CPU accelerator then sets up a process
+    group that accelerate does not count: every process believes it is alone (world size 1) and DeepSpeed refuses
+    the batch sizes. So the state is set up here first, with gloo, and the arguments use it
+    (`accelerator_config.use_configured_state`). The shm kernel would be JIT-compiled (minutes of C++) only to speed
+    up collectives that gloo does anyway.
+    """
+    try:
+        import deepspeed.ops
+    except ImportError:
+        return  # TrainingArguments says what is missing
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    if int(os.environ.get("LOCAL_RANK", -1)) == -1:
+        return  # not launched as one of several processes: nothing to set up
+    from accelerate import PartialState
+
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"  # what `accelerate launch --use_deepspeed` sets
+    PartialState(backend=args.ddp_backend or "gloo")
+    config = args.accelerator_config
+    if config is None:
+        config = {}
+    elif isinstance(config, str):
+        with open(config) as handle:
+            config = json.load(handle)
+    elif not isinstance(config, dict):
+        config = config.to_dict()
+    args.accelerator_config = {**config, "use_configured_state": True}
+    # transformers accepts bf16 without a GPU only on the CPU device; the configured state keeps DeepSpeed.
+    args.use_cpu = True
 
 
 def parse_run_args(

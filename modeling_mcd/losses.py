@@ -270,7 +270,7 @@ def distill_noisy_loss(
     )
 
 
-def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, global_count: torch.Tensor | None = None) -> torch.Tensor:
     """Masked-language-modelling cross-entropy over the masked tokens of the GLOBAL batch (docs/method.md §4, Eq. 11).
 
     Each rank returns `local_sum * world_size / global_count`. After DDP averages gradients over the
@@ -279,8 +279,11 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     the values over ranks (what the Trainer logs) is the global mean.
 
     Args:
-        logits: (B, L, V) MLM head outputs.
+        logits: (B, L, V) MLM head outputs (or (M, V) for M selected positions, with labels (M,)).
         labels: (B, L) target token ids, -100 where not masked.
+        global_count: the number of masked tokens in the whole global batch; by default the sum of
+            `labels != -100` over the processes. Gradient accumulation passes the count over all its
+            micro-batches, so that each micro-batch's share is normalised like the whole batch.
 
     Returns:
         Scalar loss; equals `F.cross_entropy(..., ignore_index=-100)` in one process, and 0 (not NaN)
@@ -289,8 +292,9 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if logits.shape[:-1] != labels.shape:
         raise ValueError(f"mlm_labels {tuple(labels.shape)} must be mlm_logits {tuple(logits.shape)} without V")
     local_sum = F.cross_entropy(logits.flatten(0, -2), labels.flatten(), ignore_index=-100, reduction="sum")
-    global_count = all_reduce_sum((labels != -100).sum().to(local_sum.dtype)).clamp(min=1)
-    return local_sum * world_info()[1] / global_count
+    if global_count is None:
+        global_count = all_reduce_sum((labels != -100).sum().to(local_sum.dtype))
+    return local_sum * world_info()[1] / torch.as_tensor(global_count, dtype=local_sum.dtype).clamp(min=1)
 
 
 def progressive_alpha(step: int, total_steps: int, schedule: str = "cosine") -> float:

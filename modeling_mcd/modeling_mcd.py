@@ -80,6 +80,26 @@ def encode_tower(
     return outputs
 
 
+def load_pretrained_towers(
+    vision_model_name_or_path: str,
+    text_model_name_or_path: str,
+    vision_kwargs: dict | None = None,
+    text_kwargs: dict | None = None,
+) -> tuple[PreTrainedModel, PreTrainedModel]:
+    """The two pretrained towers (hub ids or local folders), with `AutoModel.from_pretrained`; a CLIP checkpoint
+    given as the vision tower contributes its `CLIPVisionModel`."""
+    vision_config = AutoConfig.from_pretrained(vision_model_name_or_path)
+    if getattr(vision_config, "model_type", None) == "clip":
+        from transformers import CLIPVisionModel
+
+        vision_model = CLIPVisionModel.from_pretrained(
+            vision_model_name_or_path, config=vision_config.vision_config, **(vision_kwargs or {})
+        )
+    else:
+        vision_model = AutoModel.from_pretrained(vision_model_name_or_path, **(vision_kwargs or {}))
+    return vision_model, AutoModel.from_pretrained(text_model_name_or_path, **(text_kwargs or {}))
+
+
 def build_tower(config, pooling: str) -> PreTrainedModel:
     """`AutoModel.from_config`, dropping the tower's pooler layer when it would be unused.
 
@@ -130,8 +150,8 @@ class MCDModel(MCDPreTrainedModel):
         text_model: PreTrainedModel | None = None,
     ):
         super().__init__(config)
-        self.vision_model = vision_model if vision_model is not None else build_tower(
-            config.vision_config, config.vision_pooling
+        self.vision_model = (
+            vision_model if vision_model is not None else build_tower(config.vision_config, config.vision_pooling)
         )
         self.text_model = text_model if text_model is not None else build_tower(config.text_config, config.text_pooling)
         # The towers must read the composite config's sub-configs, so that attention implementation and
@@ -196,7 +216,12 @@ class MCDModel(MCDPreTrainedModel):
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         return encode_tower(
-            self.text_model, self.text_projection, self.config.text_pooling, attention_mask, input_ids=input_ids, **kwargs
+            self.text_model,
+            self.text_projection,
+            self.config.text_pooling,
+            attention_mask,
+            input_ids=input_ids,
+            **kwargs,
         )
 
     def get_logit_scale(self) -> torch.Tensor:
@@ -280,16 +305,9 @@ class MCDModel(MCDPreTrainedModel):
         """
         vision_kwargs = {k[len("vision_") :]: kwargs.pop(k) for k in list(kwargs) if k.startswith("vision_")}
         text_kwargs = {k[len("text_") :]: kwargs.pop(k) for k in list(kwargs) if k.startswith("text_")}
-        vision_config = AutoConfig.from_pretrained(vision_model_name_or_path)
-        if getattr(vision_config, "model_type", None) == "clip":
-            from transformers import CLIPVisionModel
-
-            vision_model = CLIPVisionModel.from_pretrained(
-                vision_model_name_or_path, config=vision_config.vision_config, **vision_kwargs
-            )
-        else:
-            vision_model = AutoModel.from_pretrained(vision_model_name_or_path, **vision_kwargs)
-        text_model = AutoModel.from_pretrained(text_model_name_or_path, **text_kwargs)
+        vision_model, text_model = load_pretrained_towers(
+            vision_model_name_or_path, text_model_name_or_path, vision_kwargs, text_kwargs
+        )
         config = MCDConfig.from_vision_text_configs(
             vision_model.config,
             text_model.config,
@@ -312,7 +330,9 @@ class MCDModel(MCDPreTrainedModel):
         next to `AutoModel`)."""
         if self._auto_class is not None:
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
-            auto_map["AutoModelForZeroShotImageClassification"] = f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"
+            auto_map["AutoModelForZeroShotImageClassification"] = (
+                f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"
+            )
             self.config.auto_map = auto_map
         return super().save_pretrained(save_directory, *args, **kwargs)
 
@@ -327,4 +347,4 @@ class MCDModel(MCDPreTrainedModel):
                 tower.activation_checkpointing_disable()
 
 
-__all__ = ["MCDModel", "MCDPreTrainedModel", "encode_tower", "pool_tower_output"]
+__all__ = ["MCDModel", "MCDPreTrainedModel", "encode_tower", "load_pretrained_towers", "pool_tower_output"]

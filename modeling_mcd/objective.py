@@ -1,9 +1,16 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
 """`MCDLoss`: the whole MCD objective over the global batch (docs/method.md §6, paper Eq. 13), as named terms.
 
-It takes each process's LOCAL embeddings, gathers them across processes (`modeling_mcd.distributed`:
-with gradient for the student, without for the teacher) and combines the pure terms of
-`modeling_mcd.losses`, so its value does not depend on how the global batch is split.
+`MCDLoss.forward` takes each process's LOCAL embeddings, gathers them across processes
+(`modeling_mcd.distributed`: with gradient for the student, without for the teacher) and hands the GLOBAL
+embeddings to `MCDLoss.terms`, which combines the pure terms of `modeling_mcd.losses`; so the value does not
+depend on how the global batch is split. Gradient accumulation (`modeling_mcd.accumulation`) calls `terms`
+directly on embeddings it gathered itself.
+
+The objective is always computed in float32 (float64 stays float64), with autocast off: under bf16 the
+(3N)² logits, the cosines and the square roots of 2 − 2cos lose the small distance ratios the distillation
+terms regress on (measured: L_pos and L_noisy 40 % off a float64 reference with a teacher 1 % away from the
+student). The towers may still run in bf16; only their embeddings are cast up.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import torch
 from torch import nn
 from transformers.models.clip.modeling_clip import image_text_contrastive_loss
 
-from .distributed import gather_no_grad, gather_with_grad
+from .distributed import all_reduce_sum, gather_no_grad, gather_with_grad
 from .losses import DISTILL_LOSSES, distill_neg_loss, distill_noisy_loss, distill_pos_loss, mlm_loss, mp_nce_loss
 
 #: The training objectives (docs/method.md §2): CLIP's loss, MP-NCE alone, or MP-NCE + distillation.
@@ -26,6 +33,13 @@ def _required(value: torch.Tensor | None, name: str, needed_by: str) -> torch.Te
     if value is None:
         raise ValueError(f"MCDLoss needs {name} for {needed_by}")
     return value
+
+
+def full_precision(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    """`tensor` in float32 when it is in a lower floating precision (bf16, fp16); anything else as it is."""
+    if tensor is None or not tensor.is_floating_point() or tensor.dtype in (torch.float32, torch.float64):
+        return tensor
+    return tensor.float()
 
 
 class MCDLoss(nn.Module):
@@ -137,28 +151,86 @@ class MCDLoss(nn.Module):
         """
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        image = gather_with_grad(image_embeds)  # (N, D)
-        text = gather_with_grad(text_embeds)  # (N, D)
-        terms: dict[str, torch.Tensor] = {}
+        needs_aug = self.objective != "clip"
+        needs_pos_or_noisy = self.uses_teacher and (self.use_pos or self.use_noisy)
+        needs_pos_or_neg = self.uses_teacher and (self.use_pos or self.use_neg)
+        return self.terms(
+            gather_with_grad(image_embeds),
+            gather_with_grad(text_embeds),
+            logit_scale,
+            aug_image_embeds=gather_with_grad(_required(aug_image_embeds, "aug_image_embeds", self.objective))
+            if needs_aug
+            else None,
+            teacher_image_embeds=gather_no_grad(
+                _required(teacher_image_embeds, "teacher_image_embeds", "L_pos/L_noisy")
+            )
+            if needs_pos_or_noisy
+            else None,
+            teacher_aug_image_embeds=gather_no_grad(
+                _required(teacher_aug_image_embeds, "teacher_aug_image_embeds", "L_pos/L_neg")
+            )
+            if needs_pos_or_neg
+            else None,
+            teacher_text_embeds=gather_no_grad(teacher_text_embeds) if teacher_text_embeds is not None else None,
+            mlm_logits=mlm_logits,
+            mlm_labels=mlm_labels,
+            alpha=alpha,
+        )
 
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether any distillation term (and so the teacher) is part of the objective."""
+        return self.objective == "mcd" and (self.use_pos or self.use_neg or self.use_noisy)
+
+    def terms(
+        self,
+        image: torch.Tensor,
+        text: torch.Tensor,
+        logit_scale: torch.Tensor,
+        aug_image_embeds: torch.Tensor | None = None,
+        teacher_image_embeds: torch.Tensor | None = None,
+        teacher_aug_image_embeds: torch.Tensor | None = None,
+        teacher_text_embeds: torch.Tensor | None = None,
+        mlm_logits: torch.Tensor | None = None,
+        mlm_labels: torch.Tensor | None = None,
+        alpha: float = 0.0,
+        mlm_count: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Every applicable term from GLOBAL embeddings (N, D), in float32 with autocast off.
+
+        Same arguments as `forward`, but every embedding is already the whole global batch; `mlm_logits` and
+        `mlm_labels` stay LOCAL (the MLM loss is a per-token sum, normalised by `mlm_count`, the global number of
+        masked tokens; by default counted over the processes).
+        """
+        with torch.autocast(device_type=image.device.type, enabled=False):
+            return self._terms(
+                *(full_precision(t) for t in (image, text, logit_scale, aug_image_embeds, teacher_image_embeds)),
+                *(full_precision(t) for t in (teacher_aug_image_embeds, teacher_text_embeds, mlm_logits)),
+                mlm_labels,
+                alpha,
+                mlm_count,
+            )
+
+    def _terms(
+        self, image, text, logit_scale, aug_image, teacher_image, teacher_aug, teacher_text, mlm_logits, mlm_labels,
+        alpha, mlm_count,
+    ) -> dict[str, torch.Tensor]:  # fmt: skip
+        terms: dict[str, torch.Tensor] = {}
         if self.objective == "clip":
-            terms["contrastive_loss"] = image_text_contrastive_loss(
-                logit_scale * text @ image.t()
-            )  # (N, N) logits_per_text
+            logits_per_text = logit_scale * text @ image.t()  # (N, N)
+            terms["contrastive_loss"] = image_text_contrastive_loss(logits_per_text)
         else:
-            aug_image = gather_with_grad(_required(aug_image_embeds, "aug_image_embeds", self.objective))
+            aug_image = _required(aug_image, "aug_image_embeds", self.objective)
             terms["contrastive_loss"] = mp_nce_loss(image, text, aug_image, logit_scale, aug_weight=1.0 - alpha)
         loss = terms["contrastive_loss"]
 
-        if self.objective == "mcd" and (self.use_pos or self.use_neg or self.use_noisy):
-            teacher_text = text.detach() if teacher_text_embeds is None else gather_no_grad(teacher_text_embeds)
+        if self.uses_teacher:
+            teacher_text = text.detach() if teacher_text is None else teacher_text
             distill = torch.zeros((), dtype=loss.dtype, device=loss.device)
             if self.use_pos or self.use_noisy:
-                teacher_image = gather_no_grad(_required(teacher_image_embeds, "teacher_image_embeds", "L_pos/L_noisy"))
+                teacher_image = _required(teacher_image, "teacher_image_embeds", "L_pos/L_noisy")
             if self.use_pos or self.use_neg:
-                teacher_aug = gather_no_grad(
-                    _required(teacher_aug_image_embeds, "teacher_aug_image_embeds", "L_pos/L_neg")
-                )
+                teacher_aug = _required(teacher_aug, "teacher_aug_image_embeds", "L_pos/L_neg")
             if self.use_pos:
                 terms["distill_pos_loss"] = distill_pos_loss(
                     image, text, aug_image, teacher_image, teacher_text, teacher_aug, self.eps, self.distill_loss
@@ -179,7 +251,9 @@ class MCDLoss(nn.Module):
 
         if self.use_mlm:
             terms["mlm_loss"] = mlm_loss(
-                _required(mlm_logits, "mlm_logits", "use_mlm=True"), _required(mlm_labels, "mlm_labels", "use_mlm=True")
+                _required(mlm_logits, "mlm_logits", "use_mlm=True"),
+                _required(mlm_labels, "mlm_labels", "use_mlm=True"),
+                global_count=mlm_count,
             )
             loss = loss + self.beta_mlm * terms["mlm_loss"]
 
@@ -187,4 +261,9 @@ class MCDLoss(nn.Module):
         return terms
 
 
-__all__ = ["MCDLoss", "OBJECTIVES"]
+def count_masked_tokens(mlm_labels: torch.Tensor) -> torch.Tensor:
+    """The number of masked tokens (labels != -100) over every process: the MLM loss's normaliser."""
+    return all_reduce_sum((mlm_labels != -100).sum().to(torch.float64))
+
+
+__all__ = ["MCDLoss", "OBJECTIVES", "count_masked_tokens", "full_precision"]

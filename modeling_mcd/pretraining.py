@@ -17,6 +17,7 @@ continues with the same teacher. Inference needs only `model.mcd` (an `MCDModel`
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -46,7 +47,10 @@ class MCDPreTrainingOutput(ModelOutput):
         text_embeds (`(B, P)`): normalised student text embeddings, v.
         teacher_image_embeds, teacher_aug_image_embeds (`(B, P)`, *optional*): ū and ū̃ (no gradient).
         teacher_text_embeds (`(B, P)`, *optional*): v̄ from the EMA text tower (`teacher_text="ema"`).
-        logit_scale (`torch.Tensor` of shape `()`): exp of the clamped learnable log-scale.
+        mlm_logits (`(M, V)`, *optional*): MLM head logits at the M masked positions.
+        mlm_labels (`(M,)`, *optional*): their target token ids.
+        logit_scale (`torch.Tensor` of shape `()`): exp of the clamped learnable log-scale (detached when the
+            loss was computed; with its gradient when `embed_only=True`, for a loss computed outside).
     """
 
     loss: torch.Tensor | None = None
@@ -57,6 +61,8 @@ class MCDPreTrainingOutput(ModelOutput):
     teacher_image_embeds: torch.Tensor | None = None
     teacher_aug_image_embeds: torch.Tensor | None = None
     teacher_text_embeds: torch.Tensor | None = None
+    mlm_logits: torch.Tensor | None = None
+    mlm_labels: torch.Tensor | None = None
     logit_scale: torch.Tensor | None = None
 
 
@@ -152,6 +158,31 @@ class MCDForPreTraining(MCDPreTrainedModel):
         copy_params_(*self.teacher_student_parameters())
 
     @torch.no_grad()
+    def keep_teacher_fp32(self) -> None:
+        """Put the teacher's weights back in float32 after a backend cast the whole model down (DeepSpeed's bf16 and
+        fp16 modes cast every parameter, this frozen copy included).
+
+        In bf16 the EMA increment (1 − m)(θ − θ̄) mostly rounds away when m is close to 1 (a toy run over 1,000 steps
+        at m₀ = 0.996: a bf16 teacher moved 0.31 where an fp32 one moved 0.79), so the teacher keeps fp32 weights and
+        its EMA runs in fp32; its forward still computes in the towers' precision (`_teacher_autocast`). Under
+        ZeRO-3 each process's shard (`ds_tensor`) is cast, and the whole tensor of the parameters kept on every rank.
+        """
+        low = (torch.bfloat16, torch.float16)
+        for param in self.teacher_student_parameters()[0]:
+            if hasattr(param, "ds_tensor") and param.ds_tensor.dtype in low:
+                param.ds_tensor.data = param.ds_tensor.data.float()
+            if param.dtype in low:  # float32 and float64 teachers stay as they are
+                param.data = param.data.float()
+
+    def _teacher_autocast(self, inputs: torch.Tensor):
+        """Run the teacher in the precision of the towers' inputs: autocast when its fp32 weights meet bf16/fp16
+        inputs (DeepSpeed), nothing when they already agree (fp32, or under the Trainer's own autocast)."""
+        weight_dtype = self.teacher_visual_projection.weight.dtype
+        if not inputs.is_floating_point() or inputs.dtype == weight_dtype:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=inputs.device.type, dtype=inputs.dtype)
+
+    @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
         """θ̄ ← m·θ̄ + (1 − m)·θ after an optimizer step (docs/method.md §5, paper Eq. 12); ZeRO-3 safe."""
         ema_update_(*self.teacher_student_parameters(), momentum=momentum)
@@ -182,7 +213,9 @@ class MCDForPreTraining(MCDPreTrainedModel):
     def _teacher_image_embeds(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """ū (or ū̃): the teacher image tower through the student's own encoder path. (B, 3, S, S) -> (B, P)"""
         outputs = encode_tower(
-            self.teacher_vision_model, self.teacher_visual_projection, self.config.vision_pooling,
+            self.teacher_vision_model,
+            self.teacher_visual_projection,
+            self.config.vision_pooling,
             pixel_values=pixel_values,
         )
         return nn.functional.normalize(outputs.pooler_output, dim=-1)
@@ -190,8 +223,12 @@ class MCDForPreTraining(MCDPreTrainedModel):
     def _teacher_text_embeds(self, input_ids, attention_mask, token_type_ids) -> torch.Tensor:
         """v̄ from the EMA text tower (`teacher_text="ema"`). (B, L) -> (B, P)"""
         outputs = encode_tower(
-            self.teacher_text_model, self.teacher_text_projection, self.config.text_pooling, attention_mask,
-            input_ids=input_ids, token_type_ids=token_type_ids,
+            self.teacher_text_model,
+            self.teacher_text_projection,
+            self.config.text_pooling,
+            attention_mask,
+            input_ids=input_ids,
+            token_type_ids=token_type_ids,
         )
         return nn.functional.normalize(outputs.pooler_output, dim=-1)
 
@@ -205,6 +242,8 @@ class MCDForPreTraining(MCDPreTrainedModel):
         mlm_input_ids: torch.Tensor | None = None,
         mlm_labels: torch.Tensor | None = None,
         alpha: float = 0.0,
+        embed_only: bool = False,
+        with_teacher: bool = True,
     ) -> MCDPreTrainingOutput:
         r"""
         Args:
@@ -214,6 +253,11 @@ class MCDForPreTraining(MCDPreTrainedModel):
             mlm_input_ids, mlm_labels (`(B, L)`, *optional*): the masked caption and its targets (-100
                 where not masked); needed when the objective uses MLM.
             alpha (`float`): progressive-distillation α of the current step (docs/method.md §2).
+            embed_only (`bool`, *optional*, defaults to `False`): return the embeddings, the MLM logits and the
+                logit scale (with their gradients) without computing the loss: gradient accumulation computes it
+                over the cached embeddings of every micro-batch (`modeling_mcd.accumulation`).
+            with_teacher (`bool`, *optional*, defaults to `True`): run the teacher when the objective needs it;
+                `False` when its embeddings are already cached.
 
         Returns:
             [`MCDPreTrainingOutput`]
@@ -221,7 +265,7 @@ class MCDForPreTraining(MCDPreTrainedModel):
         loss_fn = self.loss_fn
         batch = pixel_values.shape[0]
         needs_aug = loss_fn.objective != "clip"
-        needs_teacher = loss_fn.objective == "mcd" and (loss_fn.use_pos or loss_fn.use_neg or loss_fn.use_noisy)
+        needs_teacher = loss_fn.uses_teacher
         use_mlm = loss_fn.use_mlm
         if needs_aug and aug_pixel_values is None:
             raise ValueError(f"objective={loss_fn.objective!r} needs `aug_pixel_values` (the augmented view)")
@@ -252,14 +296,28 @@ class MCDForPreTraining(MCDPreTrainedModel):
             mlm_targets = mlm_labels[masked]  # (M,)
 
         teacher_image = teacher_aug = teacher_text = None
-        if needs_teacher:
-            with torch.no_grad():
-                teacher_all = self._teacher_image_embeds(torch.cat([pixel_values, aug_pixel_values]))
+        if needs_teacher and with_teacher:
+            with torch.no_grad(), self._teacher_autocast(pixel_values):
+                teacher_inputs = torch.cat([pixel_values, aug_pixel_values])  # (2B, 3, S, S)
+                teacher_all = self._teacher_image_embeds(teacher_inputs.to(self.teacher_visual_projection.weight.dtype))
                 teacher_image, teacher_aug = teacher_all[:batch], teacher_all[batch:]
                 if self.teacher_text == "ema":
                     teacher_text = self._teacher_text_embeds(input_ids, attention_mask, token_type_ids)
 
         logit_scale = self.mcd.get_logit_scale()
+        output = MCDPreTrainingOutput(
+            image_embeds=image_embeds,
+            aug_image_embeds=aug_image_embeds,
+            text_embeds=text_embeds,
+            teacher_image_embeds=teacher_image,
+            teacher_aug_image_embeds=teacher_aug,
+            teacher_text_embeds=teacher_text,
+            mlm_logits=mlm_logits,
+            mlm_labels=mlm_targets,
+            logit_scale=logit_scale,
+        )
+        if embed_only:
+            return output
         losses = loss_fn(
             image_embeds,
             text_embeds,
@@ -272,17 +330,8 @@ class MCDForPreTraining(MCDPreTrainedModel):
             mlm_labels=mlm_targets,
             alpha=alpha,
         )
-        return MCDPreTrainingOutput(
-            loss=losses["loss"],
-            losses=losses,
-            image_embeds=image_embeds,
-            aug_image_embeds=aug_image_embeds,
-            text_embeds=text_embeds,
-            teacher_image_embeds=teacher_image,
-            teacher_aug_image_embeds=teacher_aug,
-            teacher_text_embeds=teacher_text,
-            logit_scale=logit_scale.detach(),
-        )
+        output.loss, output.losses, output.logit_scale = losses["loss"], losses, logit_scale.detach()
+        return output
 
     # ------------------------------------------------------------------------------------ conversion
     @classmethod
@@ -296,6 +345,29 @@ class MCDForPreTraining(MCDPreTrainedModel):
         model.tie_weights()
         model.reset_teacher()
         return model
+
+    @torch.no_grad()
+    def load_tower_weights(self, vision_model: nn.Module, text_model: nn.Module) -> None:
+        """Copy two pretrained towers' weights into the student's towers, then make the teacher their copy again.
+
+        Works on a model partitioned by DeepSpeed ZeRO-3 too (built with `_from_config`): each tower's parameters
+        are gathered whole, written on rank 0 and partitioned again; every process must call it. The towers given
+        are whole (not partitioned) and of the student's tower classes.
+        """
+        pairs = ((self.mcd.vision_model, vision_model), (self.mcd.text_model, text_model))
+        params = [param for tower, _ in pairs for param in tower.parameters()]
+        with _gathered_for_writing(params):
+            for tower, source in pairs:
+                missing, unexpected = tower.load_state_dict(source.state_dict(), strict=False)
+                missing = [key for key in missing if not key.endswith("position_ids")]  # non-persistent buffers
+                if getattr(tower, "pooler", None) is None:  # built without its pooler: pooling is "cls" or "mean"
+                    unexpected = [key for key in unexpected if not key.startswith("pooler.")]
+                if missing or unexpected:
+                    raise RuntimeError(
+                        f"{type(source).__name__} weights do not fit the {type(tower).__name__} tower: "
+                        f"missing={missing}, unexpected={unexpected}"
+                    )
+        self.reset_teacher()
 
     def export_student(self) -> MCDModel:
         """The inference model (docs/method.md §7): the student only, no teacher, no MLM head.
@@ -312,8 +384,18 @@ class MCDForPreTraining(MCDPreTrainedModel):
             state = {name: tensor.detach().clone() for name, tensor in self.mcd.state_dict().items()}
         with set_zero3_state():  # marks zero.Init as already active, so the towers are built whole
             student = MCDModel(self.config)
-        student.load_state_dict(state)
+        # In the precision the student trained in (bf16 under DeepSpeed bf16), as ZeRO-2 and plain runs export it.
+        student.to(state["logit_scale"].dtype).load_state_dict(state)
         return student
+
+
+def _gathered_for_writing(params: list[nn.Parameter]):
+    """Under ZeRO-3: the parameters gathered whole, rank 0's writes partitioned again on exit. Otherwise nothing."""
+    if not any(hasattr(param, "ds_id") for param in params):
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
 
 
 __all__ = ["MCDForPreTraining", "MCDPreTrainingOutput", "TEACHER_TEXT_CHOICES"]

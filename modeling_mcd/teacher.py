@@ -142,7 +142,7 @@ def copy_params_(teacher_params: Sequence[nn.Parameter], student_params: Sequenc
     """
     teacher_tensors, student_tensors = _tensor_pairs(teacher_params, student_params)
     if teacher_tensors:
-        torch._foreach_copy_(teacher_tensors, student_tensors)
+        torch._foreach_copy_(teacher_tensors, student_tensors)  # copy_ casts to the teacher's dtype
 
 
 @torch.no_grad()
@@ -163,6 +163,9 @@ def ema_update_(
         raise ValueError(f"`momentum` must be in [0, 1], got {momentum}")
     teacher_tensors, student_tensors = _tensor_pairs(teacher_params, student_params)
     if teacher_tensors:
+        # The teacher stays fp32 when the student trains in bf16/fp16 (MCDForPreTraining.keep_teacher_fp32): the
+        # student is read in the teacher's precision, so the increment is computed and kept in fp32.
+        student_tensors = [s if s.dtype == t.dtype else s.to(t.dtype) for t, s in zip(teacher_tensors, student_tensors)]
         # lerp: θ̄ + (1 − m)(θ − θ̄) = m·θ̄ + (1 − m)·θ, one fused kernel per dtype/device group.
         torch._foreach_lerp_(teacher_tensors, student_tensors, 1.0 - momentum)
 

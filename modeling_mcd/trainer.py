@@ -7,11 +7,10 @@ optimizer step). α and m are functions of `state.global_step` only, and the vie
 seeded from (seed, global_step) for the whole global batch, so a resumed run continues exactly and a sample
 gets the same views however many processes share the batch.
 
-Gradient accumulation is refused: the contrastive terms take their negatives from one forward pass,
-so accumulating k micro-batches of B is NOT the objective at batch kB (a micro-batch sees B − 1 negatives
-instead of kB − 1, and MP-NCE/log-ratio terms are not additive over micro-batches). Scale the global
-batch with more processes (the loss is exact across processes) or a larger per-device batch with
-gradient checkpointing.
+Gradient accumulation (`--gradient_accumulation_steps k`) is contrastive-correct: `get_batch_samples` runs the
+step's k micro-batches once without gradient and caches their embeddings, and each micro-batch's replay computes
+the whole objective over the cache (`modeling_mcd.accumulation`), so k micro-batches of B give the loss and the
+gradients of one batch of kB.
 """
 
 from __future__ import annotations
@@ -26,16 +25,23 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import has_length
 from transformers.utils import is_sagemaker_mp_enabled, logging
 
+from .accumulation import FeatureCache, fill_feature_cache, set_rng_state
 from .arguments import MCDTrainingArguments
 from .augmentation import MCDViews
 from .data import BAD_SAMPLE_REASONS, BadSampleCounter, KeyedSamples, SeededCollator
 from .evaluation.tasks import RetrievalTask, ZeroShotTask, run_tasks
 from .losses import progressive_alpha
-from .pretraining import MCDForPreTraining
+from .pretraining import MCDForPreTraining, MCDPreTrainingOutput
 from .seeding import derive_seed
 from .teacher import momentum_at
 
 logger = logging.get_logger(__name__)
+
+
+#: Parameters that are embeddings without being `nn.Embedding` weights (ViT's [CLS] and position vectors), and
+#: the temperature.
+_NO_DECAY_SUFFIXES = ("logit_scale", "cls_token", "position_embeddings", "mask_token")
+
 
 def _unwrap(model: torch.nn.Module) -> MCDForPreTraining:
     while not isinstance(model, MCDForPreTraining) and hasattr(model, "module"):
@@ -51,13 +57,33 @@ class TeacherEMACallback(TrainerCallback):
     `state.global_step` has just been incremented when `on_step_end` fires, so the update after the
     k-th optimizer step (k = 1..T) uses m(k − 1): the first update uses m₀ and the schedule reaches 1
     only after training. Depends on nothing but the step, so a resumed run continues the same schedule.
+
+    When the optimizer step was skipped (fp16's gradient scaler found an inf or NaN), the student did not move, and
+    neither does the teacher: it would otherwise drift towards an unchanged student while the schedule moves on.
+
+    Args:
+        base_momentum (`float`): m₀.
+        step_was_skipped (`Callable[[], bool]`, *optional*): whether the last optimizer step was skipped (the
+            Trainer's `accelerator.optimizer_step_was_skipped`).
     """
 
-    def __init__(self, base_momentum: float):
+    def __init__(self, base_momentum: float, step_was_skipped: Callable[[], bool] = lambda: False):
         self.base_momentum = base_momentum
+        self.step_was_skipped = step_was_skipped
         self.last_momentum: float | None = None
+        self.skipped_steps = 0
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        # The backend is set up by now; DeepSpeed bf16/fp16 cast the teacher down with the rest of the model.
+        _unwrap(model).keep_teacher_fp32()
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.step_was_skipped():
+            self.skipped_steps += 1
+            logger.warning(
+                "step %d: the optimizer step was skipped (inf/NaN gradients); the teacher stays", state.global_step
+            )
+            return
         momentum = momentum_at(state.global_step - 1, max(state.max_steps, 1), self.base_momentum)
         _unwrap(model).update_teacher(momentum)
         self.last_momentum = momentum
@@ -110,17 +136,45 @@ class MCDTrainer(Trainer):
         if eval_tasks and eval_preprocess is None:
             raise ValueError("eval_tasks need eval_preprocess (a list of images -> pixel_values)")
         self.eval_tasks, self.eval_preprocess = list(eval_tasks), eval_preprocess
-        self.ema_callback = TeacherEMACallback(args.base_momentum)
+        self.ema_callback = TeacherEMACallback(
+            args.base_momentum, step_was_skipped=lambda: self.accelerator.optimizer_step_was_skipped
+        )
         callbacks = list(kwargs.pop("callbacks", None) or []) + [self.ema_callback]
         super().__init__(model=model, args=args, callbacks=callbacks, **kwargs)
         # Our compute_loss already returns the exact global-batch loss: the Trainer must not rescale it
         # by a token count or the number of processes.
         self.model_accepts_loss_kwargs = False
+        # ... nor divide it by the number of micro-batches: with gradient accumulation every replay's loss already
+        # has the step's gradient through its own micro-batch (`modeling_mcd.accumulation`).
+        self.loss_is_scaled_for_ga = True
+        self._feature_cache: FeatureCache | None = None
+        self._micro_batch = 0
         self._term_sums: dict[str, float] = defaultdict(float)
         self._term_steps = 0
         self._bad_samples = BadSampleCounter()
         self._samples_since_log = 0
         self._last_log_time = time.perf_counter()
+
+    # ------------------------------------------------------------------------------------- optimizer
+    def get_decay_parameter_names(self, model: torch.nn.Module) -> list[str]:
+        """The parameters that get weight decay: as in open_clip and SLIP, none on the temperature, biases,
+        LayerNorm weights, or embeddings (token, position and [CLS] vectors); the recipes' decay of 0.1-0.5 would
+        otherwise pull `logit_scale` towards 0, i.e. the temperature towards 1."""
+        embedding_params = {
+            id(param)
+            for module in model.modules()
+            if isinstance(module, torch.nn.Embedding)
+            for param in module.parameters()
+        }
+        names = super().get_decay_parameter_names(model)  # already without biases and LayerNorm weights
+        parameters = dict(model.named_parameters(remove_duplicate=False))  # tied weights under each name
+        return [
+            name
+            for name in names
+            if parameters[name].ndim >= 2
+            and id(parameters[name]) not in embedding_params
+            and not name.endswith(_NO_DECAY_SUFFIXES)
+        ]
 
     # ------------------------------------------------------------------------------ data and resume
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
@@ -158,40 +212,109 @@ class MCDTrainer(Trainer):
         step_key = self.state.global_step + 1 if training else 0
         return derive_seed(self.args.seed, step_key)
 
-    def compute_loss(self, model, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch=None):
-        inputs = dict(inputs)
-        bad = inputs.pop("bad_samples", None)
-        images = inputs.pop("pixel_values")  # (B, 3, H, W) uint8 at the base size
-        training = model.training
-        if bad and training:
-            self._bad_samples.update(bad)
-        rows = images.shape[0]  # equal on every process: the local rows of the global batch
+    def _forward(
+        self, model, inputs: dict[str, Any], training: bool, micro_batch: int = 0, micro_batches: int = 1, **kwargs
+    ) -> MCDPreTrainingOutput:
+        """Views on the device, then the model. `inputs` are micro-batch `micro_batch` of `micro_batches` on this
+        process; the views' parameters are drawn for the whole global batch, micro-batch-major then process-major
+        (the order in which accelerate deals batches), so a sample's views do not depend on the split."""
+        images = inputs["pixel_values"]  # (B, 3, H, W) uint8 at the base size
+        rows, world = images.shape[0], self.args.world_size  # rows: equal on every process
         views = self.views(
             images,
             seed=self._view_seed(training),
-            row_offset=self.args.process_index * rows,
-            total_rows=self.args.world_size * rows,
+            row_offset=(micro_batch * world + self.args.process_index) * rows,
+            total_rows=micro_batches * world * rows,
         )
-        alpha = self.current_alpha()
-        outputs = model(
-            pixel_values=views.pixel_values,
-            aug_pixel_values=views.aug_pixel_values,
+        # Under DeepSpeed bf16/fp16 the towers' weights are in that dtype, and nothing autocasts their inputs.
+        dtype = next(_unwrap(model).mcd.parameters()).dtype
+        return model(
+            pixel_values=views.pixel_values.to(dtype),
+            aug_pixel_values=views.aug_pixel_values.to(dtype),
             input_ids=inputs["input_ids"],
             attention_mask=inputs.get("attention_mask"),
             token_type_ids=inputs.get("token_type_ids"),
             mlm_input_ids=inputs.get("mlm_input_ids"),
             mlm_labels=inputs.get("mlm_labels"),
-            alpha=alpha,
+            alpha=self.current_alpha(),
+            **kwargs,
         )
+
+    # --------------------------------------------------------------------------- gradient accumulation
+    def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device):
+        """The Trainer's micro-batches of one optimizer step; with gradient accumulation, their first pass too,
+        which fills the feature cache that every micro-batch's replay computes the whole objective over."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self._feature_cache, self._micro_batch = None, 0
+        if self.args.gradient_accumulation_steps > 1 and batch_samples:
+            model = self.model
+            model.train()  # the replay runs in training mode: the first pass must draw the same dropout
+            count = len(batch_samples)
+            self._feature_cache = fill_feature_cache(
+                batch_samples,
+                lambda index, batch: self._forward(
+                    model, self._prepare_inputs(batch), True, index, count, embed_only=True
+                ),
+                self.args.device,
+            )
+        return batch_samples, num_items_in_batch
+
+    def _replay(self, model, inputs: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """Micro-batch `self._micro_batch` again, with gradients, against the cache: (loss, terms, logit scale)."""
+        cache, index = self._feature_cache, self._micro_batch
+        self._micro_batch += 1
+        count = cache.num_micro_batches
+        set_rng_state(cache.rng_states[index], self.args.device)  # the first pass's dropout
+        fresh = self._forward(model, inputs, True, index, count, embed_only=True, with_teacher=False)
+        embeddings = cache.global_embeddings(index, fresh)
+        # The temperature's gradient is the same in every replay: take it once, in the last (synchronised) one.
+        scale = fresh.logit_scale if index == count - 1 else fresh.logit_scale.detach()
+        loss_fn = _unwrap(model).loss_fn
+        terms = loss_fn.terms(
+            embeddings["image_embeds"],
+            embeddings["text_embeds"],
+            scale,
+            aug_image_embeds=embeddings["aug_image_embeds"],
+            teacher_image_embeds=embeddings["teacher_image_embeds"],
+            teacher_aug_image_embeds=embeddings["teacher_aug_image_embeds"],
+            teacher_text_embeds=embeddings["teacher_text_embeds"],
+            mlm_logits=fresh.mlm_logits,
+            mlm_labels=fresh.mlm_labels,
+            alpha=self.current_alpha(),
+            mlm_count=cache.mlm_count,
+        )
+        # Every replay's loss has the whole objective's gradient through its block; its reported value is a k-th of
+        # the shared terms plus its own MLM share, so the step's summed loss is the objective's value.
+        mlm = loss_fn.beta_mlm * terms["mlm_loss"] if "mlm_loss" in terms else 0.0
+        reported = (terms["loss"] - mlm).detach() / count + (mlm.detach() if torch.is_tensor(mlm) else 0.0)
+        loss = terms["loss"] - terms["loss"].detach() + reported
+        return loss, terms, fresh.logit_scale.detach()
+
+    # ----------------------------------------------------------------------------------------- loss
+    def compute_loss(self, model, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        bad = inputs.pop("bad_samples", None)
+        training = model.training
+        if bad and training:
+            self._bad_samples.update(bad)
+        outputs = None
+        if training and self._feature_cache is not None:
+            loss, terms, scale = self._replay(model, inputs)
+            share = 1.0 / self._feature_cache.num_micro_batches
+        else:
+            outputs = self._forward(model, inputs, training)
+            loss, terms, scale, share = outputs.loss, outputs.losses, outputs.logit_scale, 1.0
         if training:
-            for name, value in outputs.losses.items():
+            # Kept on the device (no host sync per step); read when logging. Per optimizer step, every term counts
+            # once: a k-th per replay, except the MLM shares, which add up to the step's MLM loss.
+            for name, value in terms.items():
                 if name != "loss":
-                    self._term_sums[name] += value.detach().float().item()
-            self._term_sums["alpha"] += alpha
-            self._term_sums["logit_scale"] += outputs.logit_scale.float().item()
-            self._term_steps += 1
-            self._samples_since_log += images.shape[0] * self.args.world_size
-        return (outputs.loss, outputs) if return_outputs else outputs.loss
+                    self._term_sums[name] += value.detach().float() * (1.0 if name == "mlm_loss" else share)
+            self._term_sums["alpha"] += self.current_alpha() * share
+            self._term_sums["logit_scale"] += scale.float() * share
+            self._term_steps += share
+            self._samples_since_log += inputs["pixel_values"].shape[0] * self.args.world_size
+        return (loss, outputs) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         # The validation loss of the objective; there are no logits/labels to return.
@@ -225,10 +348,16 @@ class MCDTrainer(Trainer):
             # Every term is already a global-batch value on each rank (mlm: its exact share), so the mean
             # over processes is the global value.
             names = sorted(self._term_sums)
-            local = torch.tensor([self._term_sums[n] / self._term_steps for n in names], device=self.args.device)
+            device = self.args.device
+            sums = [torch.as_tensor(self._term_sums[n], dtype=torch.float32, device=device) for n in names]
+            local = torch.stack(sums) / self._term_steps  # the one host sync of the logging interval
             averaged = self.accelerator.reduce(local, reduction="mean") if self.args.world_size > 1 else local
-            logs.update({name: round(value, 6) for name, value in zip(names, averaged.tolist())})
-            if self.ema_callback.last_momentum is not None:
+            loss_fn = _unwrap(self.model).loss_fn
+            shown = {name: round(value, 6) for name, value in zip(names, averaged.tolist())}
+            if loss_fn.objective == "clip":
+                shown.pop("alpha", None)  # α weights the augmented view, which `clip` does not use
+            logs.update(shown)
+            if self.ema_callback.last_momentum is not None and loss_fn.uses_teacher:
                 logs["momentum"] = self.ema_callback.last_momentum
             elapsed = time.perf_counter() - self._last_log_time
             if elapsed > 0:

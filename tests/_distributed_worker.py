@@ -7,7 +7,9 @@ to OUT_DIR/rank{r}.pt:
 
 - `losses`: linear stand-in towers wrapped in DDP through `MCDLoss` (the gathers and the loss alone);
 - `model`: the tiny `MCDForPreTraining` end to end (both views in one call, clean + masked text in one
-  call, the teacher), in float64 with fixed views and MLM masks.
+  call, the teacher), in float64 with fixed views and MLM masks;
+- `accumulation`: `MCDTrainer` with gradient accumulation, 2 micro-batches of 2 rows on each process (the
+  views and masks it makes itself), against 1 process with one batch of all 8 rows (`test_accumulation.py`).
 
 It also exercises the raw gathers. The test imports `run_case` too and calls it with world_size=1 for the
 1-process reference.
@@ -31,7 +33,7 @@ from modeling_mcd.pretraining import MCDForPreTraining
 
 from conftest import fixed_pretraining_batch, tiny_config
 
-CASES = ("losses", "model")
+CASES = ("losses", "model", "accumulation")
 GLOBAL_BATCH = 6  # 3 rows per rank
 WEIGHTS = {"lambda_dist": 0.7, "lambda_pos": 1.3, "lambda_neg": 0.6, "lambda_noisy": 1.7, "beta_mlm": 0.4}
 ALPHA = 0.3
@@ -96,6 +98,27 @@ def _pretraining_model(objective: str) -> MCDForPreTraining:
     return model.eval()
 
 
+def run_accumulation(objective: str, rank: int, world_size: int, out_dir: Path) -> dict:
+    """One optimizer step's micro-batches through `MCDTrainer` on this rank; the loss it reports and the gradients,
+    averaged over the processes as DDP would. With world_size=1: one batch of all the rows (the reference)."""
+    from test_accumulation import ROWS, _trainer, batches_of
+
+    micro_batches = 1 if world_size == 1 else 2
+    rows = ROWS // (micro_batches * world_size)
+    trainer = _trainer(out_dir / f"acc-{objective}-{rank}", objective, micro_batches)
+    # Micro-batch j of process r holds global rows (j·W + r)·B ..: the order in which accelerate deals batches.
+    mine = [batches_of(rows)[j * world_size + rank] for j in range(micro_batches)]
+    trainer.model.zero_grad()
+    batches, _ = trainer.get_batch_samples(iter(mine), micro_batches, trainer.args.device)
+    loss = sum(trainer.training_step(trainer.model, batch).item() for batch in batches)
+    grads = {name: p.grad.clone() for name, p in trainer.model.named_parameters() if p.grad is not None}
+    if world_size > 1:
+        for grad in grads.values():
+            dist.all_reduce(grad)
+            grad /= world_size
+    return {"loss": loss, "grads": grads}
+
+
 def run_case(case: str, objective: str, rank: int, world_size: int) -> dict:
     """One forward/backward on this rank's rows; returns the loss terms (floats) and the parameter gradients."""
     torch.manual_seed(0)
@@ -126,8 +149,13 @@ def main(out_dir: Path) -> None:
     dist.init_process_group("gloo")
     rank, world_size = world_info()
     results: dict = {
-        (case, objective): run_case(case, objective, rank, world_size) for case in CASES for objective in OBJECTIVES
+        (case, objective): run_case(case, objective, rank, world_size)
+        for case in CASES
+        if case != "accumulation"
+        for objective in OBJECTIVES
     }
+    for objective in OBJECTIVES:
+        results[("accumulation", objective)] = run_accumulation(objective, rank, world_size, out_dir)
     results["gathered"] = gather_with_grad(torch.full((2,), float(rank)))
     results["gathered_no_grad"] = gather_no_grad(torch.full((1, 2), float(rank)))
     try:

@@ -35,7 +35,20 @@ def rank_results(tmp_path_factory) -> list[dict]:
 
 
 @pytest.mark.parametrize("objective", worker.OBJECTIVES)
-@pytest.mark.parametrize("case", worker.CASES)
+def test_two_processes_with_accumulation_match_one_batch(rank_results, objective, tmp_path):
+    """2 processes x 2 micro-batches of 2 rows == 1 process with one batch of 8, through MCDTrainer."""
+    reference = worker.run_accumulation(objective, rank=0, world_size=1, out_dir=tmp_path)
+    ranks = [results[("accumulation", objective)] for results in rank_results]
+    # Each process reports the shared terms once and its own MLM share: their mean is the whole batch's loss.
+    assert sum(rank["loss"] for rank in ranks) / 2 == pytest.approx(reference["loss"], rel=1e-9)
+    for rank in ranks:
+        assert set(rank["grads"]) == set(reference["grads"])
+        for name, grad in reference["grads"].items():
+            torch.testing.assert_close(rank["grads"][name], grad, rtol=1e-8, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("objective", worker.OBJECTIVES)
+@pytest.mark.parametrize("case", [case for case in worker.CASES if case != "accumulation"])
 def test_two_processes_match_one(rank_results, case, objective):
     reference = worker.run_case(case, objective, rank=0, world_size=1)
     ranks = [results[(case, objective)] for results in rank_results]

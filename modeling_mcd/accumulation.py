@@ -1,0 +1,138 @@
+# Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
+"""Contrastive-correct gradient accumulation: a feature cache (GradCache, open_clip's `--accum-freq`), extended to
+MCD's teacher embeddings and MLM.
+
+Accumulating k micro-batches the usual way is NOT the objective at the k-times larger batch: each micro-batch would
+contrast against its own negatives only, and MP-NCE and the log-ratio terms do not add up over micro-batches. With
+the cache, an optimizer step over k micro-batches of B rows (on each of W processes) computes exactly the objective
+of one global batch of k·W·B rows:
+
+1. **First pass, no gradient** (`fill_feature_cache`): every micro-batch runs through the model in training mode;
+   its student embeddings u, ũ, v, its teacher embeddings ū, ū̃ (, v̄) are gathered across processes and cached,
+   with the RNG state its forward started from, and the masked tokens of the whole step are counted.
+2. **Replay** (`FeatureCache.global_embeddings`): each micro-batch runs again with gradients, from the same RNG
+   state (so the same dropout; the views and MLM masks are functions of the sample and the step already). Its
+   fresh embeddings, gathered with gradient, replace its block of the cache, and the objective is computed over
+   the whole cached global batch. Only that block carries gradient, and the learnable temperature only in the last
+   replay, so the gradients summed over the k replays are exactly those of one pass over the whole batch. MLM is a
+   per-token sum: each replay adds its own tokens, normalised by the step's total count.
+
+The loss of every replay has the value and gradient of the whole objective; `MCDTrainer` reports a k-th of the
+shared terms per replay, so the step's logged loss is the objective's value.
+
+Cost: every sample goes forward through the student twice (once without gradient): with a backward worth about
+two forwards, a step costs about 4/3 of the student's arithmetic of one pass at the same batch; the teacher runs
+once. The memory is that of one micro-batch plus the cached embeddings (a few vectors per sample).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .distributed import gather_no_grad, gather_with_grad
+from .objective import count_masked_tokens
+from .pretraining import MCDPreTrainingOutput
+
+#: Student embeddings: cached without gradient, replayed with it.
+STUDENT_FIELDS = ("image_embeds", "aug_image_embeds", "text_embeds")
+#: Teacher embeddings: computed once, in the first pass.
+TEACHER_FIELDS = ("teacher_image_embeds", "teacher_aug_image_embeds", "teacher_text_embeds")
+
+
+def rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The CPU generator's state and, for an accelerator, that device's (dropout draws from the latter)."""
+    if device.type == "cpu":
+        return torch.get_rng_state(), None
+    return torch.get_rng_state(), torch.get_device_module(device.type).get_rng_state(device)
+
+
+def set_rng_state(state: tuple[torch.Tensor, torch.Tensor | None], device: torch.device) -> None:
+    """Restore a state from `rng_state`."""
+    cpu, accelerator = state
+    torch.set_rng_state(cpu)
+    if accelerator is not None:
+        torch.get_device_module(device.type).set_rng_state(accelerator, device)
+
+
+@dataclass
+class FeatureCache:
+    r"""
+    The embeddings of every micro-batch of one optimizer step, gathered across processes.
+
+    Args:
+        blocks (`list[dict]`): per micro-batch, each field of `STUDENT_FIELDS` and `TEACHER_FIELDS` as a GLOBAL
+            `(W·B, P)` tensor without gradient (or `None` when the objective does not use it).
+        rng_states (`list`): per micro-batch, the RNG state its first-pass forward started from.
+        mlm_count (`torch.Tensor`, *optional*): masked tokens in the whole step, over every process.
+    """
+
+    blocks: list[dict[str, torch.Tensor | None]] = field(default_factory=list)
+    rng_states: list[tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=list)
+    mlm_count: torch.Tensor | None = None
+
+    @property
+    def num_micro_batches(self) -> int:
+        return len(self.blocks)
+
+    def global_embeddings(self, index: int, fresh: MCDPreTrainingOutput) -> dict[str, torch.Tensor | None]:
+        r"""
+        The whole step's embeddings, with micro-batch `index` replaced by `fresh` (this process's LOCAL rows, with
+        gradient), gathered with gradient.
+
+        Returns:
+            `dict` of `(k·W·B, P)` tensors by field name (`None` where the objective does not use the field).
+        """
+        if not 0 <= index < self.num_micro_batches:
+            raise IndexError(f"micro-batch {index} of a step with {self.num_micro_batches}")
+        embeddings: dict[str, torch.Tensor | None] = {}
+        for name in (*STUDENT_FIELDS, *TEACHER_FIELDS):
+            cached = [block[name] for block in self.blocks]
+            if cached[index] is None:
+                embeddings[name] = None
+                continue
+            if name in STUDENT_FIELDS:
+                cached[index] = gather_with_grad(getattr(fresh, name))  # (W·B, P), with gradient
+            embeddings[name] = torch.cat(cached)  # (k·W·B, P)
+        return embeddings
+
+
+def fill_feature_cache(
+    batches: Sequence[dict],
+    embed: Callable[[int, dict], MCDPreTrainingOutput],
+    device: torch.device,
+) -> FeatureCache:
+    r"""
+    The first pass: run every micro-batch without gradient and cache its gathered embeddings.
+
+    Args:
+        batches (`Sequence[dict]`): the step's micro-batches, in order.
+        embed (`Callable`): `embed(index, batch)` runs micro-batch `index` through the model in training mode and
+            returns its `MCDPreTrainingOutput` (embeddings only, teacher included).
+        device (`torch.device`): where the model runs (its RNG state is saved per micro-batch).
+
+    Returns:
+        [`FeatureCache`]
+    """
+    cache = FeatureCache()
+    masked = []
+    with torch.no_grad():
+        for index, batch in enumerate(batches):
+            cache.rng_states.append(rng_state(device))
+            output = embed(index, batch)
+            cache.blocks.append(
+                {
+                    name: None if getattr(output, name) is None else gather_no_grad(getattr(output, name))
+                    for name in (*STUDENT_FIELDS, *TEACHER_FIELDS)
+                }
+            )
+            if output.mlm_labels is not None:
+                masked.append(output.mlm_labels)
+    if masked:
+        cache.mlm_count = count_masked_tokens(torch.cat(masked))
+    return cache
+
+
+__all__ = ["FeatureCache", "STUDENT_FIELDS", "TEACHER_FIELDS", "fill_feature_cache", "rng_state", "set_rng_state"]
