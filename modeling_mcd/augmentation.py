@@ -25,8 +25,6 @@ import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
 
-from .data.decoding import resize_center_crop
-
 
 @dataclass
 class ViewsOutput:
@@ -305,12 +303,4 @@ def eval_transform(
     return _normalize(x, image_mean, image_std)
 
 
-def preprocess_for_eval(
-    images: list, image_size: int, image_mean: Sequence[float], image_std: Sequence[float]
-) -> torch.Tensor:
-    """PIL images -> the evaluation view (`eval_transform` of each image's uint8 base crop). (B, 3, S, S)"""
-    uint8 = torch.stack([resize_center_crop(image, image_size) for image in images])  # (B, 3, S, S)
-    return eval_transform(uint8, image_size, image_mean, image_std)
-
-
-__all__ = ["MCDViews", "ViewsOutput", "crop_overlap", "eval_transform", "preprocess_for_eval"]
+__all__ = ["MCDViews", "ViewsOutput", "crop_overlap", "eval_transform"]

@@ -1,6 +1,7 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
 """Build what a pretraining run trains from its `ModelArguments`: the tokenizer, the `MCDForPreTraining`
-model and the image processor whose normalisation the views use.
+model and the image processor: the evaluation view of docs/method.md §1, whose normalisation the training
+views also use, and which is saved with the model.
 
 Towers come from two pretrained folders or hub ids, or are built from scratch at the sizes the arguments
 give (a ViT and a BERT); a from-scratch text tower gets a WordPiece vocabulary built from the captions.
@@ -8,23 +9,27 @@ give (a ViT and a BERT); a from-scratch text tower gets a WordPiece vocabulary b
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import datasets
 from transformers import (
     AutoImageProcessor,
     AutoTokenizer,
     BertConfig,
+    CLIPImageProcessor,
+    CLIPImageProcessorPil,
     PreTrainedTokenizerBase,
     ViTConfig,
-    ViTImageProcessorPil,
 )
 from transformers.image_processing_utils import BaseImageProcessor
+from transformers.image_utils import PILImageResampling
+from transformers.utils import is_torchvision_available
 
 from .arguments import ModelArguments
 from .configuration_mcd import MCDConfig
-from .modeling_mcd import MCDModel
+from .modeling_mcd import load_pretrained_towers
 from .pretraining import MCDForPreTraining
 from .wordpiece import train_wordpiece_tokenizer
 
@@ -65,6 +70,55 @@ def load_tokenizer(
     return tokenizer
 
 
+def evaluation_image_processor(
+    image_size: int,
+    image_mean: Sequence[float] = SCRATCH_IMAGE_MEAN,
+    image_std: Sequence[float] = SCRATCH_IMAGE_STD,
+) -> BaseImageProcessor:
+    r"""
+    The evaluation view of docs/method.md §1 as a transformers image processor, the ONE object a run evaluates
+    with during training and saves with the model (so `mcd eval` and the zero-shot pipeline apply it too):
+    convert to RGB, resize the shorter side to `image_size` (bicubic), centre-crop `image_size` x `image_size`,
+    rescale to [0, 1] and normalise, exactly as CLIP's processor does. A non-square image keeps its aspect ratio.
+
+    The backend is the one `AutoImageProcessor` picks when it loads the saved folder on this machine
+    (torchvision when installed, else PIL), so the run's own evaluation and a reload compute the same pixels.
+
+    Args:
+        image_size (`int`): the vision tower's `image_size` S.
+        image_mean (`Sequence[float]`, *optional*, defaults to 0.5 per channel): per-channel mean.
+        image_std (`Sequence[float]`, *optional*, defaults to 0.5 per channel): per-channel std.
+
+    Returns:
+        `CLIPImageProcessor` (torchvision backend) or `CLIPImageProcessorPil`.
+    """
+    if not isinstance(image_size, int) or image_size <= 0:
+        raise ValueError(f"image_size must be a positive int (the vision tower's), got {image_size!r}")
+    processor_class = CLIPImageProcessor if is_torchvision_available() else CLIPImageProcessorPil
+    return processor_class(
+        do_resize=True,
+        size={"shortest_edge": image_size},
+        resample=PILImageResampling.BICUBIC,
+        do_center_crop=True,
+        crop_size={"height": image_size, "width": image_size},
+        do_convert_rgb=True,
+        image_mean=list(image_mean),
+        image_std=list(image_std),
+    )
+
+
+def _whole_models():
+    """Under DeepSpeed ZeRO-3, transformers builds every model partitioned; the pretrained towers are loaded whole
+    instead (`set_zero3_state` tells it partitioning is already taken care of), to be copied into the model."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return contextlib.nullcontext()
+    from transformers.modeling_utils import set_zero3_state
+
+    return set_zero3_state()
+
+
 def scratch_config(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> MCDConfig:
     """The `MCDConfig` of a ViT + BERT built from scratch at the sizes in `model_args`."""
     vision = ViTConfig(
@@ -96,7 +150,8 @@ def build_pretraining_model(
     model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, teacher_text: str = "stopgrad"
 ) -> tuple[MCDForPreTraining, BaseImageProcessor]:
     r"""
-    The model to pretrain and the image processor whose normalisation the views use.
+    The model to pretrain and its image processor ([`evaluation_image_processor`] at the vision tower's image
+    size; a pretrained tower's own processor gives the mean and std).
 
     Args:
         model_args (`ModelArguments`): both `--vision_model_name_or_path` and `--text_model_name_or_path`
@@ -111,30 +166,43 @@ def build_pretraining_model(
     if bool(model_args.vision_model_name_or_path) != bool(model_args.text_model_name_or_path):
         raise ValueError("give both --vision_model_name_or_path and --text_model_name_or_path, or neither")
     if model_args.vision_model_name_or_path:
-        student = MCDModel.from_vision_text_pretrained(
-            model_args.vision_model_name_or_path,
-            model_args.text_model_name_or_path,
+        with _whole_models():  # loaded whole on every process, then copied into the (maybe partitioned) model
+            vision, text = load_pretrained_towers(
+                model_args.vision_model_name_or_path, model_args.text_model_name_or_path
+            )
+        if text.config.vocab_size < len(tokenizer):
+            raise ValueError(
+                f"the tokenizer has {len(tokenizer)} tokens but the text tower only {text.config.vocab_size}"
+            )
+        config = MCDConfig.from_vision_text_configs(
+            vision.config,
+            text.config,
             projection_dim=model_args.projection_dim,
             vision_pooling=model_args.vision_pooling,
             text_pooling=model_args.text_pooling,
         )
-        vocab_size = student.config.text_config.vocab_size
-        if vocab_size < len(tokenizer):
-            raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the text tower only {vocab_size}")
-        model = MCDForPreTraining.from_student(student, teacher_text=teacher_text)
-        image_processor = AutoImageProcessor.from_pretrained(model_args.vision_model_name_or_path)
+        # Built like a from-scratch model (partitioned while constructed under ZeRO-3), then given the towers' weights.
+        model = MCDForPreTraining._from_config(config, teacher_text=teacher_text)
+        model.load_tower_weights(vision, text)
+        # The tower's own processor may squash images to a square: only its normalisation is kept.
+        tower_processor = AutoImageProcessor.from_pretrained(model_args.vision_model_name_or_path)
+        image_processor = evaluation_image_processor(
+            config.vision_config.image_size, tower_processor.image_mean, tower_processor.image_std
+        )
     else:
         # `_from_config` (not the constructor) so that DeepSpeed ZeRO-3 can build the model partitioned.
         model = MCDForPreTraining._from_config(scratch_config(model_args, tokenizer), teacher_text=teacher_text)
-        image_processor = ViTImageProcessorPil(
-            size={"height": model_args.image_size, "width": model_args.image_size},
-            image_mean=list(SCRATCH_IMAGE_MEAN),
-            image_std=list(SCRATCH_IMAGE_STD),
-        )
+        image_processor = evaluation_image_processor(model_args.image_size, SCRATCH_IMAGE_MEAN, SCRATCH_IMAGE_STD)
     model.mcd.set_tower_gradient_checkpointing(
         vision=model_args.gradient_checkpointing_vision, text=model_args.gradient_checkpointing_text
     )
     return model, image_processor
 
 
-__all__ = ["build_pretraining_model", "caption_corpus", "load_tokenizer", "scratch_config"]
+__all__ = [
+    "build_pretraining_model",
+    "caption_corpus",
+    "evaluation_image_processor",
+    "load_tokenizer",
+    "scratch_config",
+]

@@ -5,6 +5,9 @@
     mcd eval retrieval        --model PATH --data captions.jsonl|FOLDER [--split test]
     mcd eval linear-probe     --model PATH --data FOLDER [--train-split train --test-split test]
     mcd eval compositionality --model PATH --data SUGARCREPE_JSONS --images IMAGE_FOLDER
+    mcd export --model PATH --output-dir STOCK_FOLDER
+    mcd card MODEL_DIR [--results eval.json ...] [--repo-id org/name]
+    mcd push MODEL_DIR org/name [--private] [--token TOKEN] [--commit-message MSG] [--stock]
 
 Every `eval` task takes `--batch-size`, `--device` and `--output-json`, prints a table and returns 0. A
 model folder may hold an `MCDModel`, a `CLIPModel` or a `VisionTextDualEncoderModel`.
@@ -21,6 +24,7 @@ import sys
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
 from .evaluation import (
     build_zero_shot_classifier,
@@ -201,12 +205,77 @@ def add_export_parser(commands) -> None:
     parser.set_defaults(func=export_command)
 
 
+def card_command(args: argparse.Namespace) -> int:
+    """`mcd card`: render (or refresh) the model card of a saved folder."""
+    from .model_card import refresh_model_card
+
+    path = refresh_model_card(args.model_dir, results=args.results or (), repo_id=args.repo_id)
+    print(f"wrote the model card {path}")
+    return 0
+
+
+def add_card_parser(commands: argparse._SubParsersAction) -> None:
+    """`mcd card MODEL_DIR [--results FILE ...] [--repo-id ID]`."""
+    parser = commands.add_parser(
+        "card", help="render or refresh the model card (README.md) of a saved MCD folder or its stock export"
+    )
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="the saved folder (e.g. runs/demo/mcd-model)")
+    parser.add_argument(
+        "--results",
+        action="append",
+        metavar="FILE",
+        help="evaluation JSON to add to the card: `mcd eval ... --output-json` or a run's eval_results.json "
+        "(repeatable)",
+    )
+    parser.add_argument(
+        "--repo-id", help="the Hub repository the card's snippets load from (default: the recorded one)"
+    )
+    parser.set_defaults(func=card_command)
+
+
+def push_command(args: argparse.Namespace) -> int:
+    """`mcd push`: push a saved folder (or its stock export) to the Hub."""
+    from .hub import push_model
+
+    commit = push_model(
+        args.model_dir,
+        args.repo_id,
+        private=True if args.private else None,
+        token=args.token,
+        commit_message=args.commit_message,
+        stock=args.stock,
+    )
+    kind = "the stock VisionTextDualEncoderModel export of " if args.stock else ""
+    print(
+        f"pushed {kind}{args.model_dir} to https://huggingface.co/{args.repo_id} ({getattr(commit, 'commit_url', commit)})"
+    )
+    return 0
+
+
+def add_push_parser(commands: argparse._SubParsersAction) -> None:
+    """`mcd push MODEL_DIR REPO_ID [--private] [--token] [--commit-message] [--stock]`."""
+    parser = commands.add_parser("push", help="push a saved MCD folder (weights, code, processor, card) to the Hub")
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="the saved folder (e.g. runs/demo/mcd-model)")
+    parser.add_argument("repo_id", metavar="REPO_ID", help="the Hub repository, org/name (created if missing)")
+    parser.add_argument("--private", action="store_true", help="create the repository private")
+    parser.add_argument("--token", help="Hub token (default: HF_TOKEN, then the one `hf auth login` saved)")
+    parser.add_argument("--commit-message", help="message of the upload commit")
+    parser.add_argument(
+        "--stock",
+        action="store_true",
+        help="push the stock transformers VisionTextDualEncoderModel export instead (no custom code; pooler pooling)",
+    )
+    parser.set_defaults(func=push_command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `mcd` parser; each command adds its own sub-parser."""
-    parser = argparse.ArgumentParser(prog="mcd", description="MCD: evaluate, export and document models")
+    parser = argparse.ArgumentParser(prog="mcd", description="MCD: evaluate, export, document and share models")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_eval_parser(commands)
     add_export_parser(commands)
+    add_card_parser(commands)
+    add_push_parser(commands)
     return parser
 
 
@@ -215,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as error:
+    except (ValueError, HfHubHTTPError, LocalTokenNotFoundError) as error:  # the Hub's errors name no token
         print(f"mcd: error: {error}", file=sys.stderr)
         return 2
 

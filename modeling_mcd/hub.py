@@ -1,91 +1,186 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
-"""Model cards for exported MCD models, rendered with `huggingface_hub.ModelCard` from the Jinja
-template in `hub_cards/` (installed as the package data `modeling_mcd.hub_cards`)."""
+"""Push a trained MCD model to the Hugging Face Hub: the exported inference folder (never a Trainer checkpoint,
+never the teacher or the MLM head), or its stock `VisionTextDualEncoderModel` export, with `huggingface_hub.HfApi`;
+the card is re-rendered for the target repository (`modeling_mcd.model_card`).
+
+Tokens are only ever handed to `HfApi`: they are not logged, not written to a record or a card.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
-from importlib.resources import files
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import CommitInfo, HfApi
+from transformers import AutoConfig
 
+from . import __version__
 from .configuration_mcd import MCDConfig
+from .model_card import STOCK_MODEL_TYPE, refresh_model_card, write_model_card
+from .run_record import RECORD_NAME, TrainingRecord, check_repo_id
 
-#: The card template, found wherever the package is installed (a wheel, an editable checkout).
-DEFAULT_TEMPLATE = Path(str(files("modeling_mcd.hub_cards") / "mcd_model_card.md.jinja"))
-
-
-def _tower_description(config) -> str:
-    parts = [config.model_type]
-    for name in ("num_hidden_layers", "hidden_size", "num_attention_heads", "patch_size", "image_size", "vocab_size"):
-        if hasattr(config, name):
-            parts.append(f"{name}={getattr(config, name)}")
-    return ", ".join(parts)
+if TYPE_CHECKING:  # the training side is not needed to render a card or push a folder
+    from transformers import TrainingArguments
 
 
-def render_model_card(
-    config: MCDConfig,
-    repo_id: str = "org/mcd-model",
-    training_args=None,
-    dataset_description: str = "not recorded",
-    metrics: dict[str, float] | None = None,
-    chance: dict[str, float] | None = None,
-    steps: int | None = None,
-    template_path: str | os.PathLike | None = None,
-) -> ModelCard:
+#: Files that only a Trainer checkpoint or run folder holds: a folder with one of them is not pushed.
+TRAINING_STATE_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json", "training_args.bin")
+
+#: Parameter prefixes of the training-only modules of `MCDForPreTraining`, which the inference model never holds.
+TRAINING_ONLY_PREFIXES = ("teacher", "mlm_head")
+
+
+# ----------------------------------------------------------------------------------------------- push
+@dataclass
+class HubTarget:
     r"""
-    Render the model card of an exported MCD model.
+    Where the end of a run pushes its inference model: the `--push_to_hub` wish of `TrainingArguments`.
 
     Args:
-        config (`MCDConfig`): the exported model's config.
-        repo_id (`str`, *optional*): the Hub repository the card's snippets load from.
-        training_args (`MCDTrainingArguments`, *optional*): the run's arguments (objective, batch, lr).
-        dataset_description (`str`, *optional*): one line about the training data.
-        metrics (`dict[str, float]`, *optional*): final evaluation metrics, shown in a table.
-        chance (`dict[str, float]`, *optional*): chance level of the headline metrics.
-        steps (`int`, *optional*): optimizer steps trained.
-        template_path (`str`, *optional*): a Jinja template; defaults to `hub_cards/mcd_model_card.md.jinja`.
+        repo_id (`str`): `--hub_model_id`.
+        private (`bool`, *optional*): `--hub_private_repo` (`None`: the account's default).
+        token (`str`, *optional*): `--hub_token` (`None`: the usual lookup, `HF_TOKEN` or `hf auth login`); never
+            shown in the dataclass's repr.
+    """
+
+    repo_id: str
+    private: bool | None = None
+    token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_training_args(cls, training_args: TrainingArguments) -> HubTarget | None:
+        """The push the arguments ask for (`None` without `--push_to_hub`)."""
+        if not training_args.push_to_hub:
+            return None
+        if not training_args.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id org/name: the repository the inference model goes to")
+        check_repo_id(training_args.hub_model_id, "--hub_model_id")
+        return cls(training_args.hub_model_id, training_args.hub_private_repo, training_args.hub_token)
+
+
+def _safetensors_keys(path: Path) -> list[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as handle:
+        return list(handle.keys())
+
+
+def check_inference_folder(folder: str | os.PathLike) -> None:
+    """Raise `ValueError` naming the file unless `folder` is an exported model: a `config.json`, safetensors
+    weights without the teacher or the MLM head, and no Trainer checkpoint state."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise ValueError(
+            f"{folder}: no config.json; push a folder written by save_pretrained (e.g. OUTPUT_DIR/mcd-model)"
+        )
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        raise ValueError(f"{folder}: no *.safetensors weights")
+    state = [
+        p.name
+        for p in folder.iterdir()
+        if p.name in TRAINING_STATE_FILES or p.name.startswith(("rng_state", "checkpoint-", "global_step"))
+    ]
+    if state:
+        raise ValueError(
+            f"{folder} holds Trainer checkpoint state ({', '.join(sorted(state))}); push the exported inference "
+            "folder (OUTPUT_DIR/mcd-model) instead"
+        )
+    for path in weights:
+        training_only = [key for key in _safetensors_keys(path) if key.startswith(TRAINING_ONLY_PREFIXES)]
+        if training_only:
+            raise ValueError(
+                f"{path} holds training-only weights ({training_only[0]}, ...): push MCDModel.save_pretrained's "
+                "folder (the student only), not MCDForPreTraining's"
+            )
+
+
+def push_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str | None = None,
+) -> CommitInfo:
+    r"""
+    Push a model folder as it is: `HfApi.create_repo(exist_ok=True)`, then one `HfApi.upload_folder` commit.
+
+    Args:
+        folder (`str`): checked with [`check_inference_folder`] first.
+        repo_id (`str`): `org/name` (or `name`, in the token's namespace).
+        private (`bool`, *optional*): visibility of a repository created here (an existing one keeps its own).
+        token (`str`, *optional*): defaults to the usual lookup (`HF_TOKEN`, then `hf auth login`'s).
+        commit_message (`str`, *optional*)
 
     Returns:
-        `huggingface_hub.ModelCard`
+        `huggingface_hub.CommitInfo` of the upload.
     """
-    template = Path(template_path) if template_path else DEFAULT_TEMPLATE
-    if not template.is_file():
-        raise FileNotFoundError(f"model card template not found: {template} (pass template_path=)")
-    card_data = ModelCardData(
-        library_name="transformers",
-        license="apache-2.0",
-        pipeline_tag="zero-shot-image-classification",
-        tags=["mcd", "clip", "vision-language", "contrastive-learning"],
-    )
-    args = training_args
-    return ModelCard.from_template(
-        card_data,
-        template_path=str(template),
-        model_name=repo_id.split("/")[-1],
+    check_repo_id(repo_id, "REPO_ID")
+    check_inference_folder(folder)
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    return api.upload_folder(
         repo_id=repo_id,
-        projection_dim=config.projection_dim,
-        vision_description=_tower_description(config.vision_config),
-        text_description=_tower_description(config.text_config),
-        vision_pooling=config.vision_pooling,
-        text_pooling=config.text_pooling,
-        dataset_description=dataset_description,
-        objective=getattr(args, "objective", "unknown"),
-        use_mlm=getattr(args, "use_mlm", False),
-        steps=steps if steps is not None else "unknown",
-        global_batch=(args.per_device_train_batch_size * args.world_size) if args is not None else "unknown",
-        learning_rate=getattr(args, "learning_rate", "unknown"),
-        metrics=metrics or {},
-        chance=chance or {},
+        folder_path=str(folder),
+        repo_type="model",
+        commit_message=commit_message or f"Upload MCD model (mcd {__version__})",
     )
 
 
-def write_model_card(output_dir: str | os.PathLike, config: MCDConfig, **kwargs) -> str:
-    """Render the card (see [`render_model_card`]) into `output_dir/README.md`; returns its path."""
-    path = os.path.join(output_dir, "README.md")
-    render_model_card(config, **kwargs).save(path)
-    return path
+def push_model(
+    model_dir: str | os.PathLike,
+    repo_id: str,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str | None = None,
+    stock: bool = False,
+) -> CommitInfo:
+    r"""
+    Push a saved `MCDModel` folder (weights, config with `auto_map`, modeling code, processor, card) to the Hub,
+    or with `stock=True` its exact `VisionTextDualEncoderModel` export (made in a temporary folder).
+
+    The card of an MCD folder (or of a stock export) is re-rendered first, in place, so its snippets load from
+    `repo_id`; a README.md without `training_record.json` (a card written by hand) and the folders of other
+    models are pushed as they are.
+
+    Args:
+        model_dir (`str`): the folder (`OUTPUT_DIR/mcd-model` of a run).
+        repo_id (`str`): `org/name`.
+        private (`bool`, *optional*), token (`str`, *optional*), commit_message (`str`, *optional*): see
+            [`push_folder`].
+        stock (`bool`, *optional*, defaults to `False`): push the stock export instead.
+    """
+    from .export import export_to_vision_text_dual_encoder
+
+    check_repo_id(repo_id, "REPO_ID")
+    model_dir = Path(model_dir)
+    if not stock:
+        check_inference_folder(model_dir)
+        model_type = json.loads((model_dir / "config.json").read_text()).get("model_type")
+        ours = model_type in (MCDConfig.model_type, STOCK_MODEL_TYPE)
+        if ours and ((model_dir / RECORD_NAME).is_file() or not (model_dir / "README.md").is_file()):
+            refresh_model_card(model_dir, repo_id=repo_id)
+        return push_folder(model_dir, repo_id, private, token, commit_message)
+    with tempfile.TemporaryDirectory(prefix="mcd-stock-") as staging:
+        export_to_vision_text_dual_encoder(model_dir, staging)
+        record = dataclasses.replace(TrainingRecord.load(model_dir), repo_id=repo_id)
+        write_model_card(staging, AutoConfig.from_pretrained(staging), record)
+        message = (
+            commit_message or f"Upload the stock VisionTextDualEncoderModel export of an MCD model (mcd {__version__})"
+        )
+        return push_folder(staging, repo_id, private, token, message)
 
 
-__all__ = ["DEFAULT_TEMPLATE", "render_model_card", "write_model_card"]
+__all__ = [
+    "HubTarget",
+    "TRAINING_ONLY_PREFIXES",
+    "TRAINING_STATE_FILES",
+    "check_inference_folder",
+    "push_folder",
+    "push_model",
+]

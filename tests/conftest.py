@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import shutil
 import subprocess
 import sys
+import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import BertConfig, BertTokenizer, ViTConfig, ViTImageProcessorPil
+from huggingface_hub import HfApi, RepoUrl
+from safetensors.torch import load_file
+from transformers import BertConfig, BertTokenizer, ViTConfig
+from transformers.image_processing_utils import BaseImageProcessor
 
 from modeling_mcd import MCDConfig, MCDModel, MCDProcessor
+from modeling_mcd.builder import evaluation_image_processor
+from modeling_mcd.run_record import RECORD_NAME
 
 # Tests never reach a hub: everything they load is made locally.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -58,8 +68,9 @@ def tiny_config(projection_dim: int = 11, **kwargs) -> MCDConfig:
     return MCDConfig.from_vision_text_configs(vision, text, projection_dim=projection_dim, **kwargs)
 
 
-def tiny_image_processor() -> ViTImageProcessorPil:
-    return ViTImageProcessorPil(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
+def tiny_image_processor() -> BaseImageProcessor:
+    """The image processor a run saves (the evaluation view of docs/method.md §1), at the tiny size."""
+    return evaluation_image_processor(TINY_IMAGE_SIZE)
 
 
 @pytest.fixture
@@ -93,7 +104,14 @@ def embeds() -> dict[str, torch.Tensor]:
     u, v, aug = (unit(EMBED_ROWS, EMBED_DIM, seed=seed) for seed in range(3))
     noise = unit(3, EMBED_ROWS, EMBED_DIM, seed=3)
     perturb = lambda x, k: torch.nn.functional.normalize(x + 0.5 * noise[k], dim=-1)  # noqa: E731
-    return {"image": u, "text": v, "aug": aug, "t_image": perturb(u, 0), "t_text": perturb(v, 1), "t_aug": perturb(aug, 2)}
+    return {
+        "image": u,
+        "text": v,
+        "aug": aug,
+        "t_image": perturb(u, 0),
+        "t_text": perturb(v, 1),
+        "t_aug": perturb(aug, 2),
+    }
 
 
 def comparable_config(config) -> dict:
@@ -110,6 +128,142 @@ def comparable_config(config) -> dict:
 
 #: The real data shipped beside the repository (`../shared/data`); tests may read it, the product never does.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+#: Prepended to a script run by [`run_without_package`]: importing `modeling_mcd` raises, so everything must come
+#: from the code files inside a saved folder, as it would from the Hub.
+BLOCK_PACKAGE = textwrap.dedent(
+    """
+    import sys
+    class BlockPackage:
+        def find_spec(self, name, path=None, target=None):
+            if name == "modeling_mcd" or name.startswith("modeling_mcd."):
+                raise ImportError("modeling_mcd must not be imported in this process")
+    sys.meta_path.insert(0, BlockPackage())
+    """
+)
+
+
+def run_without_package(script: str, *args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run `script` (Python source) with `args` in a fresh interpreter that cannot import `modeling_mcd` (offline)."""
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK_PACKAGE + textwrap.dedent(script), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=timeout,
+    )
+
+
+# Loads a folder with the Auto classes and the zero-shot pipeline, `trust_remote_code=True`, and prints what it got
+# (run it with `run_without_package`: everything must come from the code files inside the folder).
+REMOTE_CODE_SCRIPT = """
+    import json, sys
+    import torch
+    from PIL import Image
+    from transformers import AutoModel, AutoProcessor, pipeline
+    folder = sys.argv[1]
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    image = Image.new("RGB", (33, 29), (200, 30, 30))
+    inputs = processor(text=["a red circle", "a blue square"], images=[image], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        logits = model(**inputs).logits_per_image
+    classifier = pipeline("zero-shot-image-classification", model=folder, trust_remote_code=True)
+    result = classifier(image, candidate_labels=["a red circle", "a blue square"], hypothesis_template="{}")
+    print(json.dumps({
+        "model_module": type(model).__module__,
+        "processor": type(processor).__name__,
+        "logits": logits.tolist(),
+        "scores": {r["label"]: r["score"] for r in result},
+        "package_imported": "modeling_mcd" in sys.modules,
+    }))
+"""
+
+
+def remote_code_report(folder: str | Path, cwd: Path) -> dict:
+    """Run [`REMOTE_CODE_SCRIPT`] on `folder` in a process that cannot import `modeling_mcd`; its JSON report."""
+    result = run_without_package(REMOTE_CODE_SCRIPT, str(folder), cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+#: What an exported MCDModel folder holds at least, and so what a push of it uploads.
+EXPORTED_FILES = {
+    "model.safetensors",
+    "config.json",
+    "configuration_mcd.py",
+    "modeling_mcd.py",
+    "processing_mcd.py",
+    "processor_config.json",
+    "tokenizer.json",
+    "README.md",
+    RECORD_NAME,
+}
+
+
+def training_only_keys(safetensors_path: Path) -> list[str]:
+    """Weights of the teacher or the MLM head in a safetensors file (an inference folder has none)."""
+    return [key for key in load_file(safetensors_path) if key.startswith(("teacher", "mlm_head"))]
+
+
+@dataclass
+class FakeHub:
+    """The Hub, as far as `HfApi.create_repo` and `HfApi.upload_folder` see it: every call is recorded (with the
+    `HfApi`'s token and the list of uploaded files), and an upload copies the folder into `root/<org>/<name>`,
+    the local stand-in of the repository. Nothing reaches the network."""
+
+    root: Path
+    calls: list[dict] = field(default_factory=list)
+
+    def repo_dir(self, repo_id: str) -> Path:
+        return self.root / repo_id
+
+    def named(self, call: str) -> list[dict]:
+        return [entry for entry in self.calls if entry["call"] == call]
+
+
+def install_fake_hub(monkeypatch: pytest.MonkeyPatch, root: Path) -> FakeHub:
+    """Patch `HfApi.create_repo` / `HfApi.upload_folder` with a [`FakeHub`] rooted at `root`."""
+    hub = FakeHub(root)
+
+    def create_repo(self, repo_id, **kwargs):
+        hub.calls.append({"call": "create_repo", "repo_id": repo_id, "token": self.token, **kwargs})
+        hub.repo_dir(repo_id).mkdir(parents=True, exist_ok=True)
+        return RepoUrl(f"https://huggingface.co/{repo_id}")
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        folder = Path(folder_path)
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        hub.calls.append(
+            {
+                "call": "upload_folder",
+                "repo_id": repo_id,
+                "folder_path": str(folder),
+                "files": files,
+                "token": self.token,
+            }
+            | kwargs
+        )
+        shutil.copytree(folder, hub.repo_dir(repo_id), dirs_exist_ok=True)
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/0", oid="0")
+
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    return hub
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch) -> FakeHub:
+    """A [`FakeHub`] in `tmp_path/hub` for one test."""
+    return install_fake_hub(monkeypatch, tmp_path / "hub")
+
+
+def files_containing(root: Path, secret: str) -> list[str]:
+    """Every file under `root` whose bytes contain `secret`."""
+    needle = secret.encode()
+    return [str(p) for p in Path(root).rglob("*") if p.is_file() and needle in p.read_bytes()]
 
 
 def load_worker(path: Path):

@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import datasets
+import numpy as np
 import pytest
 import torch
-from transformers import AutoModel, BertModel, ViTModel
+from PIL import Image
+from transformers import AutoModel, BertModel, ViTImageProcessorPil, ViTModel
 
 from modeling_mcd.arguments import ModelArguments
-from modeling_mcd.builder import build_pretraining_model, caption_corpus, load_tokenizer
+from modeling_mcd.builder import build_pretraining_model, caption_corpus, evaluation_image_processor, load_tokenizer
 
-from conftest import tiny_config, tiny_image_processor, tiny_tokenizer
+from conftest import tiny_config, tiny_tokenizer
 
 SMALL = {
     "image_size": 24,
@@ -33,7 +35,9 @@ def test_scratch_model_has_the_asked_sizes_and_a_teacher_equal_to_the_student():
     assert (config.vision_config.image_size, config.vision_config.patch_size) == (24, 8)
     assert (config.vision_config.hidden_size, config.text_config.hidden_size, config.projection_dim) == (12, 10, 7)
     assert config.text_config.vocab_size == len(tokenizer) and config.vision_pooling == "mean"
-    assert processor.size == {"height": 24, "width": 24}
+    # The evaluation view of docs/method.md §1: shorter side to 24, then a 24 x 24 centre crop (as CLIP's processor).
+    assert processor.size == {"shortest_edge": 24} and processor.crop_size == {"height": 24, "width": 24}
+    assert processor.do_center_crop and list(processor.image_mean) == list(processor.image_std) == [0.5] * 3
     for teacher, student in zip(*model.teacher_student_parameters()):
         assert torch.equal(teacher, student) and not teacher.requires_grad
 
@@ -44,11 +48,15 @@ def test_pretrained_towers_are_loaded_from_local_folders(tmp_path):
     vision, text = ViTModel(config.vision_config), BertModel(config.text_config)
     vision.save_pretrained(tmp_path / "vit")
     text.save_pretrained(tmp_path / "bert")
-    tiny_image_processor().save_pretrained(tmp_path / "vit")
+    # The tower's own processor squashes to a square; only its normalisation is kept.
+    tower_processor = ViTImageProcessorPil(size={"height": 30, "width": 30}, image_mean=[0.1, 0.2, 0.3])
+    tower_processor.save_pretrained(tmp_path / "vit")
     args = ModelArguments(
         vision_model_name_or_path=str(tmp_path / "vit"), text_model_name_or_path=str(tmp_path / "bert")
     )
-    model, _ = build_pretraining_model(args, tiny_tokenizer())
+    model, processor = build_pretraining_model(args, tiny_tokenizer())
+    assert list(processor.image_mean) == [0.1, 0.2, 0.3] and list(processor.image_std) == [0.5] * 3
+    assert processor.size == {"shortest_edge": config.vision_config.image_size}
     loaded_vit = AutoModel.from_pretrained(tmp_path / "vit").state_dict()
     for name, value in model.mcd.vision_model.state_dict().items():
         torch.testing.assert_close(value, loaded_vit[name], rtol=0, atol=0, msg=name)
@@ -82,3 +90,19 @@ def test_a_built_vocabulary_is_kept_in_the_run_folder_and_reused(tmp_path):
 def test_caption_corpus_flattens_caption_lists():
     rows = datasets.Dataset.from_dict({"caption": [["a b", "c"], ["d"]]})
     assert caption_corpus(rows) == ["a b", "c", "d"]
+
+
+def test_evaluation_processor_resizes_the_shorter_side_then_centre_crops():
+    """A wide image keeps its aspect ratio: reference = PIL bicubic resize of the shorter side, centre crop."""
+    size, (width, height) = 12, (31, 17)
+    image = Image.fromarray(np.random.RandomState(0).randint(0, 256, (height, width, 3), dtype=np.uint8))
+    pixels = evaluation_image_processor(size)(images=[image], return_tensors="pt")["pixel_values"][0]
+    new_width = int(size * width / height)  # transformers' shortest-edge rule: 21
+    resized = np.asarray(image.resize((new_width, size), Image.Resampling.BICUBIC), dtype=np.float32) / 255
+    left = (new_width - size) // 2
+    expected = torch.from_numpy((resized[:, left : left + size] - 0.5) / 0.5).permute(2, 0, 1)
+    torch.testing.assert_close(pixels, expected, rtol=0, atol=1e-5)
+    squashed = np.asarray(image.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32) / 255
+    assert not torch.allclose(pixels, torch.from_numpy((squashed - 0.5) / 0.5).permute(2, 0, 1), atol=0.05)
+    with pytest.raises(ValueError, match="image_size"):
+        evaluation_image_processor(0)

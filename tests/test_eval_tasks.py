@@ -11,11 +11,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modeling_mcd.augmentation import preprocess_for_eval
+from modeling_mcd.builder import evaluation_image_processor
 from modeling_mcd.evaluation.metrics import classification_chance
 from modeling_mcd.evaluation.report import format_metrics
 from modeling_mcd.evaluation.retrieval import retrieval_chance
-from modeling_mcd.evaluation.tasks import RetrievalTask, ZeroShotTask, build_eval_tasks, chance_levels, run_tasks
+from modeling_mcd.evaluation.tasks import (
+    RetrievalTask,
+    ZeroShotTask,
+    build_eval_tasks,
+    chance_levels,
+    run_tasks,
+    task_splits,
+)
 from modeling_mcd.synthetic import SyntheticConfig
 
 from conftest import TINY_IMAGE_SIZE, tiny_tokenizer
@@ -55,6 +62,10 @@ def test_tasks_are_named_after_their_data_and_keep_every_test_image(eval_files):
     capped = build_eval_tasks(zero_shot_folder=str(folder), retrieval_file=str(captions), max_samples=3)
     assert len(capped[0].images) == 3 and len(set(capped[0].labels)) > 1  # a seeded sample, not the first class
     assert len(capped[1].images) == 3 and max(capped[1].text_to_image) == 2 and len(capped[1].texts) == 6
+    # each task names its split, keyed like its metrics (`toy_zero_shot_top1`): the model card's model-index
+    assert task_splits(tasks) == {"toy_zero_shot": "test", "flickr_retrieval": "test"}
+    folder.rename(folder.parent / "all")
+    assert task_splits(build_eval_tasks(zero_shot_folder=str(folder.parent / "all"))) == {"all_zero_shot": None}
 
 
 def test_run_reports_every_metric_that_has_a_chance_level(eval_files, tiny_model):
@@ -64,7 +75,7 @@ def test_run_reports_every_metric_that_has_a_chance_level(eval_files, tiny_model
         zero_shot_folder=str(folder),
         retrieval_file=str(captions),
     )
-    preprocess = partial(preprocess_for_eval, image_size=TINY_IMAGE_SIZE, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    preprocess = partial(evaluation_image_processor(TINY_IMAGE_SIZE), return_tensors="pt")  # what run_mcd passes
     metrics = run_tasks(tasks, tiny_model, tiny_tokenizer(), preprocess)
     chance = chance_levels(tasks)
     assert set(chance) <= set(metrics)

@@ -3,9 +3,6 @@ that never imports `modeling_mcd`, and the zero-shot pipeline."""
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -15,7 +12,7 @@ from transformers import AutoModel, AutoProcessor, pipeline
 
 from modeling_mcd import MCDModel, MCDProcessor
 
-from conftest import TINY_IMAGE_SIZE
+from conftest import TINY_IMAGE_SIZE, remote_code_report
 
 
 def _image(seed: int = 0, size=(41, 37)) -> Image.Image:
@@ -45,50 +42,10 @@ def test_installed_package_route(tiny_model_dir, tiny_model):
         torch.testing.assert_close(model(**inputs).logits_per_image, tiny_model(**inputs).logits_per_image)
 
 
-# Runs in a fresh interpreter where importing `modeling_mcd` is made impossible: everything must come
-# from the code files inside the folder, as it would from the Hub.
-REMOTE_CODE_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    class BlockPackage:
-        def find_spec(self, name, path=None, target=None):
-            if name == "modeling_mcd" or name.startswith("modeling_mcd."):
-                raise ImportError("modeling_mcd must not be imported in this process")
-    sys.meta_path.insert(0, BlockPackage())
-    import torch
-    from PIL import Image
-    from transformers import AutoModel, AutoProcessor, pipeline
-    folder = sys.argv[1]
-    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
-    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
-    image = Image.new("RGB", (33, 29), (200, 30, 30))
-    inputs = processor(text=["a red circle", "a blue square"], images=[image], return_tensors="pt", padding=True)
-    with torch.inference_mode():
-        logits = model(**inputs).logits_per_image
-    classifier = pipeline("zero-shot-image-classification", model=folder, trust_remote_code=True)
-    result = classifier(image, candidate_labels=["a red circle", "a blue square"], hypothesis_template="{}")
-    print(json.dumps({
-        "model_module": type(model).__module__,
-        "processor": type(processor).__name__,
-        "logits": logits.tolist(),
-        "scores": {r["label"]: r["score"] for r in result},
-        "package_imported": "modeling_mcd" in sys.modules,
-    }))
-    """
-)
-
-
 def test_trust_remote_code_without_the_package(tiny_model_dir, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-c", REMOTE_CODE_SCRIPT, tiny_model_dir],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    # A fresh interpreter where importing `modeling_mcd` is made impossible: everything must come from the code
+    # files inside the folder, as it would from the Hub.
+    report = remote_code_report(tiny_model_dir, tmp_path)
     assert report["model_module"].startswith("transformers_modules.")
     assert report["processor"] == "MCDProcessor"
     assert report["package_imported"] is False

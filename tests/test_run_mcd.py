@@ -1,42 +1,72 @@
 """training/run_mcd.py end to end on the built-in data: main([...]) in-process, and 2 CPU processes."""
 
+import contextlib
 import importlib.util
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
+import yaml
+from huggingface_hub.repocard_data import model_index_to_eval_results
+from PIL import Image
 from transformers import AutoModel, AutoProcessor, AutoTokenizer, pipeline
 
 from modeling_mcd import MCDModel
+from modeling_mcd.evaluation import load_model_and_processor
+
+from conftest import EXPORTED_FILES, files_containing, install_fake_hub, remote_code_report, training_only_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "training" / "run_mcd.py"
 
 # A run that takes seconds: tiny towers, a few steps, small synthetic splits.
 TINY_RUN = [
-    "--synthetic_num_train", "48",
-    "--synthetic_num_test", "15",
-    "--image_size", "32",
-    "--base_image_size", "36",
-    "--patch_size", "8",
-    "--vision_hidden_size", "24",
-    "--vision_layers", "1",
-    "--vision_heads", "2",
-    "--text_hidden_size", "24",
-    "--text_layers", "1",
-    "--text_heads", "2",
-    "--projection_dim", "16",
-    "--tokenizer_vocab_size", "120",
-    "--per_device_train_batch_size", "6",
-    "--max_steps", "3",
-    "--warmup_steps", "0",
-    "--logging_steps", "1",
-    "--save_strategy", "no",
-    "--use_cpu", "true",
+    "--synthetic_num_train",
+    "48",
+    "--synthetic_num_test",
+    "15",
+    "--image_size",
+    "32",
+    "--base_image_size",
+    "36",
+    "--patch_size",
+    "8",
+    "--vision_hidden_size",
+    "24",
+    "--vision_layers",
+    "1",
+    "--vision_heads",
+    "2",
+    "--text_hidden_size",
+    "24",
+    "--text_layers",
+    "1",
+    "--text_heads",
+    "2",
+    "--projection_dim",
+    "16",
+    "--tokenizer_vocab_size",
+    "120",
+    "--per_device_train_batch_size",
+    "6",
+    "--max_steps",
+    "3",
+    "--warmup_steps",
+    "0",
+    "--logging_steps",
+    "1",
+    "--save_strategy",
+    "no",
+    "--use_cpu",
+    "true",
 ]
 
 
@@ -55,7 +85,11 @@ def test_main_trains_evaluates_and_saves_a_loadable_model(tmp_path):
     run_mcd = _load_script()
     out = tmp_path / "run"
     metrics = run_mcd.main(TINY_RUN + ["--output_dir", str(out), "--eval_max_samples", "12"])
-    for name in ("synthetic_zero_shot_top1", "synthetic_retrieval_text_to_image_R@1", "synthetic_retrieval_mean_recall"):
+    for name in (
+        "synthetic_zero_shot_top1",
+        "synthetic_retrieval_text_to_image_R@1",
+        "synthetic_retrieval_mean_recall",
+    ):
         assert 0.0 <= metrics[name] <= 1.0
     export = out / "mcd-model"
     model = AutoModel.from_pretrained(export)
@@ -84,7 +118,16 @@ def test_main_trains_evaluates_and_saves_a_loadable_model(tmp_path):
 def test_evaluation_during_training_logs_the_tasks_with_the_losses(tmp_path):
     run_mcd = _load_script()
     out = tmp_path / "run"
-    args = TINY_RUN + ["--output_dir", str(out), "--eval_max_samples", "9", "--eval_strategy", "steps", "--eval_steps", "2"]
+    args = TINY_RUN + [
+        "--output_dir",
+        str(out),
+        "--eval_max_samples",
+        "9",
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        "2",
+    ]
     args[args.index("--save_strategy") + 1] = "steps"
     run_mcd.main(args + ["--save_steps", "3"])
     history = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["log_history"]
@@ -101,7 +144,9 @@ def test_evaluation_during_training_needs_a_validation_split(tmp_path):
     jsonl = tmp_path / "pairs.jsonl"
     jsonl.write_text('{"image": "a.png", "caption": "a red circle"}\n')
     with pytest.raises(ValueError, match="validation_split"):
-        run_mcd.main(TINY_RUN + ["--output_dir", str(tmp_path / "o"), "--dataset", str(jsonl), "--eval_strategy", "steps"])
+        run_mcd.main(
+            TINY_RUN + ["--output_dir", str(tmp_path / "o"), "--dataset", str(jsonl), "--eval_strategy", "steps"]
+        )
 
 
 @pytest.mark.slow
@@ -123,8 +168,18 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
 def test_two_process_cpu_run(tmp_path):
     out = tmp_path / "run2"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
-        *TINY_RUN, "--output_dir", str(out), "--eval_max_samples", "12",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(SCRIPT),
+        *TINY_RUN,
+        "--output_dir",
+        str(out),
+        "--eval_max_samples",
+        "12",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
@@ -134,3 +189,168 @@ def test_two_process_cpu_run(tmp_path):
     metrics = json.loads((out / "eval_results.json").read_text())
     assert "synthetic_zero_shot_top1" in metrics
     assert "'contrastive_loss'" in result.stdout + result.stderr  # every term is logged
+
+
+# ------------------------------------------------------------------------------- --push_to_hub
+HUB_TOKEN = "hf_RunTokenThatMustNeverBeWritten"
+PUSH_FLAGS = [
+    "--push_to_hub",
+    "true",
+    "--hub_model_id",
+    "org/x",
+    "--hub_private_repo",
+    "true",
+    "--hub_token",
+    HUB_TOKEN,
+]
+
+
+class _Capture(logging.Handler):
+    """Keeps every formatted log record of the loggers it is attached to."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture(scope="module")
+def pushed_run(tmp_path_factory):
+    """The main job with `--push_to_hub` against the stand-in Hub (`conftest.FakeHub`), with a checkpoint saved
+    on the way (it must stay local), every log line and printed line kept, and the `eval_preprocess` that the
+    Trainer got (the training-time evaluation path)."""
+    run_mcd = _load_script()
+    root = tmp_path_factory.mktemp("pushed")
+    out = root / "run"
+    args = TINY_RUN + ["--output_dir", str(out), "--eval_max_samples", "12", "--log_level", "info"]
+    args[args.index("--save_strategy") + 1] = "steps"
+    received = {}
+
+    class RecordingTrainer(run_mcd.MCDTrainer):
+        def __init__(self, *a, **kwargs):
+            received.update(kwargs)
+            super().__init__(*a, **kwargs)
+
+    capture, loggers = (
+        _Capture(),
+        [logging.getLogger(), logging.getLogger("run_mcd"), logging.getLogger("transformers")],
+    )
+    printed = io.StringIO()
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        contextlib.redirect_stdout(printed),
+        contextlib.redirect_stderr(printed),
+    ):
+        hub = install_fake_hub(patch, root / "hub")
+        patch.setattr(run_mcd, "MCDTrainer", RecordingTrainer)
+        for logger in loggers:
+            logger.addHandler(capture)
+        try:
+            metrics = run_mcd.main(args + ["--save_steps", "3"] + PUSH_FLAGS)
+        finally:
+            for logger in loggers:
+                logger.removeHandler(capture)
+    return SimpleNamespace(
+        out=out,
+        export=out / "mcd-model",
+        hub=hub,
+        repo=hub.repo_dir("org/x"),
+        metrics=metrics,
+        trainer_args=received["args"],
+        eval_preprocess=received["eval_preprocess"],
+        output="\n".join(capture.lines) + printed.getvalue(),
+    )
+
+
+@pytest.mark.slow
+def test_main_job_pushes_the_exported_folder_once(pushed_run):
+    assert (pushed_run.out / "checkpoint-3" / "optimizer.pt").is_file()  # the Trainer saved a checkpoint ...
+    assert pushed_run.trainer_args.push_to_hub is False  # ... and was told not to push it
+    (create,), (upload,) = pushed_run.hub.named("create_repo"), pushed_run.hub.named("upload_folder")
+    assert (create["repo_id"], create["private"], create["exist_ok"]) == ("org/x", True, True)
+    assert upload["repo_id"] == "org/x" and upload["folder_path"] == str(pushed_run.export)
+    assert upload["commit_message"] == "End of training: 3 steps, objective mcd"
+    assert create["token"] == upload["token"] == HUB_TOKEN
+    files = upload["files"]
+    assert files == sorted(os.listdir(pushed_run.export))
+    assert EXPORTED_FILES <= set(files)
+    assert not [name for name in files if "checkpoint" in name or name.endswith((".pt", ".bin", ".pth"))]
+    assert training_only_keys(pushed_run.repo / "model.safetensors") == []
+
+
+@pytest.mark.slow
+def test_the_hub_token_is_written_and_logged_nowhere(pushed_run):
+    assert (pushed_run.out / "checkpoint-3" / "training_args.bin").is_file()  # the pickled arguments are checked too
+    assert files_containing(pushed_run.out, HUB_TOKEN) == []
+    assert files_containing(pushed_run.hub.root, HUB_TOKEN) == []
+    assert "pushed the inference model to https://huggingface.co/org/x" in pushed_run.output  # logs were captured
+    assert HUB_TOKEN not in pushed_run.output
+    assert "--hub_token '<redacted>'" in (pushed_run.repo / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_pushed_card_holds_the_run(pushed_run):
+    card = (pushed_run.repo / "README.md").read_text()
+    header = yaml.safe_load(card.split("---\n")[1])
+    assert header["pipeline_tag"] == "zero-shot-image-classification" and "base_model" not in header
+    _, results = model_index_to_eval_results(header["model-index"])
+    saved = json.loads((pushed_run.out / "eval_results.json").read_text())
+    top1 = [r for r in results if r.task_type == "zero-shot-image-classification" and r.metric_type == "accuracy"]
+    assert [(r.dataset_name, r.dataset_split) for r in top1] == [("synthetic", "test")]
+    assert top1[0].metric_value == pytest.approx(saved["synthetic_zero_shot_top1"])
+    assert {r.metric_name for r in results if r.task_type == "image-text-retrieval"} >= {"text→image R@1"}
+    assert "training/run_mcd.py --synthetic_num_train 48" in card and "Recipe `training/configs/demo.yaml`" in card
+    assert "| processes | 1 |" in card and "| device | cpu |" in card and "steps: 3" in card
+    assert "| initialisation | from scratch |" in card
+    assert '"org/x"' in card
+    assert "The processor resizes the shorter side of an image to 32 px and centre-crops 32 × 32" in card
+
+
+@pytest.mark.slow
+def test_the_pushed_folder_loads_in_a_clean_process(pushed_run, tmp_path):
+    report = remote_code_report(pushed_run.repo, tmp_path)
+    assert report["model_module"].startswith("transformers_modules.") and report["package_imported"] is False
+    model = MCDModel.from_pretrained(pushed_run.export).eval()
+    processor = AutoProcessor.from_pretrained(pushed_run.export)
+    image = Image.new("RGB", (33, 29), (200, 30, 30))  # the script's image and labels
+    inputs = processor(text=["a red circle", "a blue square"], images=[image], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        expected = model(**inputs).logits_per_image
+    torch.testing.assert_close(torch.tensor(report["logits"]), expected, rtol=1e-5, atol=1e-5)
+    assert report["scores"]["a red circle"] == pytest.approx(expected.softmax(-1)[0, 0].item(), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_saved_processor_is_the_training_time_evaluation_view(pushed_run):
+    """One image processor: a non-square image gives the same pixels through the Trainer's evaluation, the
+    folder's processor (`AutoProcessor`, `mcd eval`) and the pipeline, and the pipeline the model's scores."""
+    image = Image.fromarray(np.random.RandomState(7).randint(0, 256, (23, 57, 3), dtype=np.uint8))
+    during_training = pushed_run.eval_preprocess([image])["pixel_values"]
+    processor = AutoProcessor.from_pretrained(pushed_run.repo)
+    saved = processor(images=[image], return_tensors="pt")["pixel_values"]
+    assert saved.shape == (1, 3, 32, 32)
+    torch.testing.assert_close(saved, during_training, rtol=0, atol=0)
+    _, mcd_eval_preprocess, _ = load_model_and_processor(str(pushed_run.export))
+    torch.testing.assert_close(mcd_eval_preprocess([image]), during_training, rtol=0, atol=0)
+    # resize the shorter side (23 -> 32, 57 -> int(32 * 57 / 23) = 79), then centre-crop: not a squash to 32 x 32
+    resized = np.asarray(image.resize((79, 32), Image.Resampling.BICUBIC), dtype=np.float32) / 255
+    reference = torch.from_numpy((resized[:, 23:55] - 0.5) / 0.5).permute(2, 0, 1)[None]
+    torch.testing.assert_close(saved, reference, rtol=0, atol=1e-5)
+
+    labels = ["red circle", "blue square", "green star"]
+    classifier = pipeline("zero-shot-image-classification", model=str(pushed_run.repo))
+    scores = {r["label"]: r["score"] for r in classifier(image, candidate_labels=labels, hypothesis_template="{}")}
+    model = AutoModel.from_pretrained(pushed_run.repo).eval()
+    with torch.inference_mode():
+        probs = model(**processor(text=labels, images=[image], return_tensors="pt", padding=True)).logits_per_image
+    for label, prob in zip(labels, probs.softmax(-1)[0].tolist()):
+        assert scores[label] == pytest.approx(prob, abs=1e-6)
+
+
+def test_push_to_hub_needs_a_repo_id_before_training(tmp_path):
+    run_mcd = _load_script()
+    with pytest.raises(ValueError, match="--hub_model_id"):
+        run_mcd.main(TINY_RUN + ["--output_dir", str(tmp_path / "o"), "--push_to_hub", "true"])
+    assert not (tmp_path / "o").exists()

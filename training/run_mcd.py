@@ -5,6 +5,7 @@
     accelerate launch training/run_mcd.py                                  # the built-in demo (CPU, minutes)
     accelerate launch training/run_mcd.py training/configs/flickr8k_cpu.yaml
     accelerate launch training/run_mcd.py training/configs/demo.yaml --max_steps 50 --output_dir runs/x
+    accelerate launch training/run_mcd.py --push_to_hub --hub_model_id org/name   # then push the inference model
 
 The first argument may be a YAML file holding a whole run (keys are the flags); flags after it override it.
 Without a YAML file the `demo` recipe (training/configs/demo.yaml) is the base that flags override: a small
@@ -22,6 +23,7 @@ import logging
 import math
 import os
 import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -32,18 +34,20 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from modeling_mcd import MCDProcessor
 from modeling_mcd.arguments import SYNTHETIC, DataArguments, MCDTrainingArguments, parse_run_args
-from modeling_mcd.augmentation import preprocess_for_eval
 from modeling_mcd.builder import build_pretraining_model, caption_corpus, load_tokenizer
 from modeling_mcd.data import MCDCollator, image_text_dataset, load_image_text_dataset
 from modeling_mcd.evaluation.report import format_metrics
-from modeling_mcd.evaluation.tasks import build_eval_tasks, chance_levels, run_tasks
-from modeling_mcd.hub import write_model_card
+from modeling_mcd.evaluation.tasks import build_eval_tasks, chance_levels, run_tasks, task_splits
+from modeling_mcd.hub import HubTarget, push_model
+from modeling_mcd.model_card import write_model_card
+from modeling_mcd.run_record import compute_record, recipe_record, training_record
 from modeling_mcd.synthetic import SyntheticConfig, load_synthetic_dataset, synthetic_pairs
 from modeling_mcd.trainer import MCDTrainer
 
 logger = logging.getLogger("run_mcd")
 
 DEFAULT_RECIPE = Path(__file__).parent / "configs" / "demo.yaml"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def setup_logging(args: MCDTrainingArguments) -> None:
@@ -78,8 +82,14 @@ def load_pairs(data_args: DataArguments, synthetic: SyntheticConfig, with_valida
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     """Run a whole job; returns the final evaluation metrics."""
+    start = time.perf_counter()
     # 1. Parse the run (YAML recipe + flags).
+    argv = list(sys.argv[1:] if argv is None else argv)
     model_args, data_args, training_args = parse_run_args(argv, default_recipe=DEFAULT_RECIPE)
+    # The Trainer never pushes: its checkpoints hold the teacher, the MLM head and the optimizer. Step 9 pushes
+    # the exported inference model instead. The token leaves the arguments, so no checkpoint can store it.
+    hub_target = HubTarget.from_training_args(training_args)  # None without --push_to_hub
+    training_args.push_to_hub, training_args.hub_token = False, None
 
     # 2. Log what runs where.
     setup_logging(training_args)
@@ -120,7 +130,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         mlm_probability=data_args.mlm_probability if training_args.use_mlm else 0.0,
     )  # no seed: MCDTrainer seeds each batch's masking from its samples, so a resumed run masks alike
     mean, std = image_processor.image_mean, image_processor.image_std
-    preprocess = partial(preprocess_for_eval, image_size=image_size, image_mean=mean, image_std=std)
+    # The evaluation view (docs/method.md §1) is the saved processor itself: what `mcd eval` and the pipeline apply.
+    preprocess = partial(image_processor, return_tensors="pt")
     tasks = build_eval_tasks(
         synthetic if data_args.eval_synthetic else None,
         zero_shot_folder=data_args.eval_zero_shot_folder,
@@ -147,9 +158,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         checkpoint = get_last_checkpoint(training_args.output_dir)
         if checkpoint:
             logger.info("resuming from %s", checkpoint)
+    train_runtime = None
     if training_args.do_train:  # every recipe sets do_train; --do_train false only evaluates a resumed model
         result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.log_metrics("train", result.metrics)
+        train_runtime = result.metrics.get("train_runtime")
         skipped = trainer.total_bad_sample_counts()
         logger.info("bad samples skipped: %s", {k: v for k, v in skipped.items() if v} or "none")
 
@@ -163,22 +176,43 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", {**metrics, **{f"chance_{k}": v for k, v in chance.items()}})
 
-    # 8. Save the inference model (student only), its processor and a model card.
+    # 8. Save the inference model (student only), its processor and a model card with the run's record.
+    export_dir = os.path.join(training_args.output_dir, "mcd-model")
     if training_args.should_save:
-        export_dir = os.path.join(training_args.output_dir, "mcd-model")
         student.save_pretrained(export_dir)
         MCDProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(export_dir)
-        write_model_card(
-            export_dir,
-            student.config,
-            training_args=training_args,
-            dataset_description=data_args.describe(),
+        record = training_record(
+            training_args,
+            model_args,
+            data_args,
+            repo_id=hub_target.repo_id if hub_target else None,
+            steps=trainer.state.global_step,
             metrics=metrics,
             chance=chance,
-            steps=trainer.state.global_step,
+            splits=task_splits(tasks),
+            compute=compute_record(training_args, trainer.accelerator, train_runtime, time.perf_counter() - start),
+            **recipe_record(
+                argv,
+                DEFAULT_RECIPE,
+                program=str(Path(__file__).resolve().relative_to(ROOT)),
+                root=ROOT,
+                secrets=[hub_target.token if hub_target else None],
+            ),
         )
+        write_model_card(export_dir, student.config, record)
         logger.info("saved the inference model to %s", export_dir)
     trainer.accelerator.wait_for_everyone()
+
+    # 9. Push the exported folder (not the checkpoints) with --push_to_hub.
+    if hub_target is not None and training_args.should_save:
+        push_model(
+            export_dir,
+            hub_target.repo_id,
+            private=hub_target.private,
+            token=hub_target.token,
+            commit_message=f"End of training: {trainer.state.global_step} steps, objective {training_args.objective}",
+        )
+        logger.info("pushed the inference model to https://huggingface.co/%s", hub_target.repo_id)
     return metrics
 
 

@@ -1,8 +1,9 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
 """Evaluation sets bundled with their data, so the training script and the Trainer run them alike.
 
-A task holds its images and texts; `run(model, tokenizer, preprocess)` encodes them with the features
-helpers and returns metrics prefixed by the task's name (e.g. `synthetic_zero_shot_top1`);
+A task holds its images and texts, and names its dataset and split; `run(model, tokenizer, preprocess)`
+encodes them with the features helpers and returns metrics prefixed by the task's name (e.g.
+`synthetic_zero_shot_top1`);
 `chance_metrics()` gives what a random model scores on the headline metrics. `build_eval_tasks` makes the
 tasks a run asks for: the synthetic test split, an image folder for zero-shot, a captions file for retrieval.
 """
@@ -13,6 +14,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -28,18 +30,23 @@ Preprocess = Callable[[list], torch.Tensor]
 
 @dataclass
 class ZeroShotTask:
-    """Zero-shot classification: images, their labels, class names and prompt templates."""
+    """Zero-shot classification: images, their labels, class names and prompt templates; `split` names the
+    dataset split the images come from (`None`: not known)."""
 
     name: str
     images: Sequence
     labels: Sequence[int]
     classnames: Sequence[str]
     templates: Sequence[str]
+    split: str | None = "test"
+
+    #: The task's part of its metric names: `{name}_{kind}_{metric}`.
+    kind: ClassVar[str] = "zero_shot"
 
     def chance_metrics(self) -> dict[str, float]:
         """What a random guess scores, under the metric names `run` reports."""
         chance = classification_chance(len(self.classnames))
-        return {f"{self.name}_zero_shot_{k}": v for k, v in chance.items()}
+        return {f"{self.name}_{self.kind}_{k}": v for k, v in chance.items()}
 
     def run(
         self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, preprocess: Preprocess, batch_size: int = 128
@@ -47,28 +54,35 @@ class ZeroShotTask:
         classifier = build_zero_shot_classifier(model, tokenizer, self.classnames, self.templates, progress=False)
         features = encode_images(model, self.images, preprocess, batch_size=batch_size, progress=False)
         metrics = zero_shot_metrics(features, classifier, torch.as_tensor(list(self.labels)))
-        return {f"{self.name}_zero_shot_{k}": float(v) for k, v in metrics.items() if k != "num_samples"}
+        return {f"{self.name}_{self.kind}_{k}": float(v) for k, v in metrics.items() if k != "num_samples"}
 
 
 @dataclass
 class RetrievalTask:
-    """Image-text retrieval (Flickr/COCO protocol): images, captions, and each caption's image index."""
+    """Image-text retrieval (Flickr/COCO protocol): images, captions, and each caption's image index; `split`
+    names the dataset split they come from."""
 
     name: str
     images: Sequence
     texts: Sequence[str]
     text_to_image: Sequence[int]
+    split: str | None = "test"
+
+    #: The task's part of its metric names: `{name}_{kind}_{metric}`.
+    kind: ClassVar[str] = "retrieval"
 
     @classmethod
-    def from_groups(cls, name: str, images: Sequence, captions: Sequence[Sequence[str]]) -> "RetrievalTask":
+    def from_groups(
+        cls, name: str, images: Sequence, captions: Sequence[Sequence[str]], split: str | None = "test"
+    ) -> RetrievalTask:
         """Build from one list of captions per image."""
         texts = [caption for group in captions for caption in group]
-        return cls(name, images, texts, [i for i, group in enumerate(captions) for _ in group])
+        return cls(name, images, texts, [i for i, group in enumerate(captions) for _ in group], split)
 
     def chance_metrics(self) -> dict[str, float]:
         """What a random ranking scores, under the metric names `run` reports."""
         chance = retrieval_chance(len(self.images), len(self.texts))
-        return {f"{self.name}_retrieval_{k}": v for k, v in chance.items()}
+        return {f"{self.name}_{self.kind}_{k}": v for k, v in chance.items()}
 
     def run(
         self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, preprocess: Preprocess, batch_size: int = 128
@@ -77,7 +91,7 @@ class RetrievalTask:
         text_features = encode_texts(model, tokenizer, list(self.texts), progress=False)
         metrics = retrieval_metrics(image_features, text_features, torch.as_tensor(list(self.text_to_image)))
         return {
-            f"{self.name}_retrieval_{k}": float(v) for k, v in metrics.items() if k not in ("num_images", "num_texts")
+            f"{self.name}_{self.kind}_{k}": float(v) for k, v in metrics.items() if k not in ("num_images", "num_texts")
         }
 
 
@@ -100,9 +114,22 @@ def chance_levels(tasks: Sequence[ZeroShotTask | RetrievalTask]) -> dict[str, fl
     return {name: value for task in tasks for name, value in task.chance_metrics().items()}
 
 
-def _dataset_name(folder: Path) -> str:
-    """`.../cifar10/test` -> `cifar10`: a split folder is named after its dataset."""
-    return folder.parent.name if folder.name in ("test", "val", "validation", "train") else folder.name
+def task_splits(tasks: Sequence[ZeroShotTask | RetrievalTask]) -> dict[str, str | None]:
+    """The dataset split of each task, keyed by the `{name}_{kind}` prefix of its metric names."""
+    return {f"{task.name}_{task.kind}": task.split for task in tasks}
+
+
+#: Folder names that name a split, not a dataset (`cifar10/test`).
+SPLIT_FOLDER_NAMES = ("test", "val", "validation", "train")
+
+
+def folder_dataset_and_split(folder: str | Path) -> tuple[str, str | None]:
+    """`.../cifar10/test` -> `("cifar10", "test")`, `.../toy` -> `("toy", None)`: a split folder is named after
+    its split, and its parent after the dataset."""
+    folder = Path(folder)
+    if folder.name in SPLIT_FOLDER_NAMES:
+        return folder.parent.name, folder.name
+    return folder.name, None
 
 
 def build_eval_tasks(
@@ -144,7 +171,8 @@ def build_eval_tasks(
             keep = sorted(random.Random(0).sample(range(len(images)), max_samples))
             images, labels = [images[i] for i in keep], [labels[i] for i in keep]
         templates = get_templates(zero_shot_templates)
-        tasks.append(ZeroShotTask(_dataset_name(Path(zero_shot_folder)), images, labels, labelled.classnames, templates))
+        name, split = folder_dataset_and_split(zero_shot_folder)
+        tasks.append(ZeroShotTask(name, images, labels, labelled.classnames, templates, split))
     if retrieval_file:
         captioned = load_captioned_images(retrieval_file, split="test")
         images, texts, text_to_image = captioned.images, captioned.captions, captioned.text_to_image.tolist()
@@ -156,4 +184,13 @@ def build_eval_tasks(
     return tasks
 
 
-__all__ = ["RetrievalTask", "ZeroShotTask", "build_eval_tasks", "chance_levels", "run_tasks"]
+__all__ = [
+    "SPLIT_FOLDER_NAMES",
+    "RetrievalTask",
+    "ZeroShotTask",
+    "build_eval_tasks",
+    "chance_levels",
+    "folder_dataset_and_split",
+    "run_tasks",
+    "task_splits",
+]
