@@ -66,6 +66,16 @@ class ModelArguments:
     gradient_checkpointing_vision: bool = field(default=False, metadata={"help": "Checkpoint the image tower."})
     gradient_checkpointing_text: bool = field(default=False, metadata={"help": "Checkpoint the text tower."})
 
+    def __post_init__(self):
+        _positive(self, "tokenizer_vocab_size", "projection_dim")
+        if self.vision_model_name_or_path or self.text_model_name_or_path:
+            return  # the towers' sizes come from their configs
+        _positive(self, "image_size", "patch_size", "vision_hidden_size", "vision_layers", "vision_heads")
+        _positive(self, "text_hidden_size", "text_layers", "text_heads")
+        _divides(self, "patch_size", "image_size", "a ViT cuts the image into whole patches")
+        _divides(self, "vision_heads", "vision_hidden_size", "each attention head gets an equal share of the width")
+        _divides(self, "text_heads", "text_hidden_size", "each attention head gets an equal share of the width")
+
 
 @dataclass
 class DataArguments:
@@ -117,6 +127,16 @@ class DataArguments:
         default=None, metadata={"help": "A captions.jsonl (file_name, captions, split) for retrieval evaluation."}
     )
     eval_max_samples: int | None = field(default=None, metadata={"help": "Cap each evaluation set (quick runs)."})
+
+    def __post_init__(self):
+        _positive(self, "max_seq_length", "max_image_pixels", "synthetic_num_train", "synthetic_num_test")
+        _positive(self, "synthetic_image_size", "base_image_size", "eval_max_samples", optional=True)
+        if self.max_seq_length < 2:
+            raise ValueError(
+                f"--max_seq_length must be at least 2 (room for [CLS] and [SEP]), got {self.max_seq_length}"
+            )
+        if not 0.0 <= self.mlm_probability < 1.0:
+            raise ValueError(f"--mlm_probability must be in [0, 1), got {self.mlm_probability}")
 
     def describe(self) -> str:
         """One line about the training data, for the model card."""
@@ -176,6 +196,12 @@ class MCDTrainingArguments(TrainingArguments):
     aug_crop_scale: list[float] = field(
         default_factory=lambda: [0.08, 1.0], metadata={"help": "RandomResizedCrop scale of the augmented view."}
     )
+    max_nonfinite_steps: int = field(
+        default=10,
+        metadata={
+            "help": "Optimizer steps with a non-finite loss or gradient are skipped; this many in a row stop the run."
+        },
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: MCD batches carry fields the model's forward does not name."}
     )
@@ -196,6 +222,28 @@ class MCDTrainingArguments(TrainingArguments):
                 raise ValueError(f"--{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not 0.0 <= self.base_momentum <= 1.0:
             raise ValueError(f"--base_momentum must be in [0, 1], got {self.base_momentum}")
+        _positive(self, "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
+        _positive(self, "learning_rate", "distill_eps", "logging_steps", "max_nonfinite_steps")
+        _non_negative(self, "weight_decay", "warmup_steps", "lambda_dist", "lambda_pos", "lambda_neg", "lambda_noisy")
+        _non_negative(self, "beta_mlm")
+        for name in ("orig_crop_scale", "aug_crop_scale"):
+            low, high = (list(getattr(self, name)) + [None, None])[:2]
+            if len(getattr(self, name)) != 2 or not 0.0 < low <= high <= 1.0:
+                raise ValueError(f"--{name} takes two area fractions 0 < low <= high <= 1, got {getattr(self, name)}")
+        if self.do_train and self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ValueError(
+                f"no step to take: --max_steps {self.max_steps} and --num_train_epochs {self.num_train_epochs}; "
+                "give a positive --max_steps or --num_train_epochs (or --do_train false to only evaluate)"
+            )
+        if self.objective == "mcd" and not (self.distill_pos or self.distill_neg or self.distill_noisy):
+            raise ValueError(
+                "--objective mcd with --distill_pos, --distill_neg and --distill_noisy all false has no distillation "
+                "term, and so no use for a teacher: use --objective mpnce"
+            )
+        if self.teacher_text == "ema" and self.objective != "mcd":
+            raise ValueError(
+                f"--teacher_text ema is a teacher for the distillation terms of --objective mcd, not {self.objective}"
+            )
 
     def build_loss(self) -> MCDLoss:
         """The `MCDLoss` these arguments describe."""
@@ -212,6 +260,30 @@ class MCDTrainingArguments(TrainingArguments):
             use_neg=self.distill_neg,
             use_noisy=self.distill_noisy,
             use_mlm=self.use_mlm,
+        )
+
+
+def _positive(args, *names: str, optional: bool = False) -> None:
+    """Raise `ValueError` naming the flag unless each field is > 0 (`None` allowed when `optional`)."""
+    for name in names:
+        value = getattr(args, name)
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"--{name} must be a positive number, got {value!r}")
+
+
+def _non_negative(args, *names: str) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"--{name} must be a number >= 0, got {value!r}")
+
+
+def _divides(args, divisor: str, dividend: str, why: str) -> None:
+    if getattr(args, dividend) % getattr(args, divisor):
+        raise ValueError(
+            f"--{dividend} {getattr(args, dividend)} is not a multiple of --{divisor} {getattr(args, divisor)}: {why}"
         )
 
 

@@ -28,9 +28,11 @@ from transformers.utils import is_sagemaker_mp_enabled, logging
 from .accumulation import FeatureCache, fill_feature_cache, set_rng_state
 from .arguments import MCDTrainingArguments
 from .augmentation import MCDViews
-from .data import BAD_SAMPLE_REASONS, BadSampleCounter, KeyedSamples, SeededCollator
+from .checkpoints import save_checkpoint_atomically
+from .data import BAD_SAMPLE_REASONS, BadSampleCounter, KeyedSamples, KeyedStream, SeededCollator
 from .evaluation.tasks import RetrievalTask, ZeroShotTask, run_tasks
 from .losses import progressive_alpha
+from .nonfinite import NonFiniteStepGuard
 from .pretraining import MCDForPreTraining, MCDPreTrainingOutput
 from .seeding import derive_seed
 from .teacher import momentum_at
@@ -139,7 +141,8 @@ class MCDTrainer(Trainer):
         self.ema_callback = TeacherEMACallback(
             args.base_momentum, step_was_skipped=lambda: self.accelerator.optimizer_step_was_skipped
         )
-        callbacks = list(kwargs.pop("callbacks", None) or []) + [self.ema_callback]
+        self.nonfinite_guard = NonFiniteStepGuard(args.max_nonfinite_steps)
+        callbacks = list(kwargs.pop("callbacks", None) or []) + [self.nonfinite_guard, self.ema_callback]
         super().__init__(model=model, args=args, callbacks=callbacks, **kwargs)
         # Our compute_loss already returns the exact global-batch loss: the Trainer must not rescale it
         # by a token count or the number of processes.
@@ -178,16 +181,25 @@ class MCDTrainer(Trainer):
 
     # ------------------------------------------------------------------------------ data and resume
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
-        """The Trainer's dataloader; for map-style data each batch's MLM mask is seeded by its samples
-        (`SeededCollator`), so a resumed run sees exactly the masks of the uninterrupted one."""
+        """The Trainer's dataloader, with each caption's MLM mask seeded by its sample's (epoch, index or stream
+        position) (`KeyedSamples` / `KeyedStream` + `SeededCollator`), so a resumed run masks exactly as the
+        uninterrupted one, on any number of processes."""
         dataset, collator = self.train_dataset, self.data_collator
-        if dataset is None or isinstance(dataset, torch.utils.data.IterableDataset) or not has_length(dataset):
+        if dataset is None:
             return super().get_train_dataloader()
-        self.train_dataset, self.data_collator = KeyedSamples(dataset), SeededCollator(collator, self.args.seed)
+        streaming = isinstance(dataset, torch.utils.data.IterableDataset) or not has_length(dataset)
+        keyed = KeyedStream(dataset) if streaming else KeyedSamples(dataset)
+        self.train_dataset, self.data_collator = keyed, SeededCollator(collator, self.args.seed)
         try:
             return super().get_train_dataloader()
         finally:
             self.train_dataset, self.data_collator = dataset, collator
+
+    def _save_checkpoint(self, model, trial) -> None:
+        # Written aside and renamed when complete: a kill in the middle never leaves a resumable-looking checkpoint.
+        save_checkpoint_atomically(
+            self, lambda: super(MCDTrainer, self)._save_checkpoint(model, trial), self._get_output_dir(trial)
+        )
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
         # transformers' Trainer restores weights with a raw `load_state_dict`, but `save_pretrained` writes the
@@ -362,6 +374,8 @@ class MCDTrainer(Trainer):
             elapsed = time.perf_counter() - self._last_log_time
             if elapsed > 0:
                 logs["samples_per_second"] = round(self._samples_since_log / elapsed, 3)
+            if self.nonfinite_guard.skipped_steps:
+                logs["nonfinite_steps"] = len(self.nonfinite_guard.skipped_steps)
             skipped = self.total_bad_sample_counts()
             logs.update({f"skipped_{reason}": count for reason, count in skipped.items() if count})
             self._term_sums.clear()

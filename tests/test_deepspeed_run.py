@@ -177,7 +177,8 @@ def test_two_process_deepspeed_run(tmp_path, stage):
 @pytest.mark.distributed
 def test_pretrained_towers_under_zero3_train_and_export_their_weights(tmp_path):
     """`--vision_model_name_or_path` / `--text_model_name_or_path` under ZeRO-3: the towers are loaded into the
-    partitioned model, and (at learning rate 0) the exported student holds exactly the pretrained weights."""
+    partitioned model, and (at a learning rate of 1e-12: one AdamW step moves a weight by about that) the exported
+    student holds the pretrained weights."""
     config = tiny_config()
     torch.manual_seed(0)
     vision, text = ViTModel(config.vision_config), BertModel(config.text_config)
@@ -194,11 +195,11 @@ def test_pretrained_towers_under_zero3_train_and_export_their_weights(tmp_path):
             "--vision_model_name_or_path", str(tmp_path / "vit"),
             "--text_model_name_or_path", str(tmp_path / "bert"),
             "--tokenizer_name_or_path", str(tmp_path / "bert"),
-            "--learning_rate", "0",
+            "--learning_rate", "1e-12",
         ],
     )  # fmt: skip
     exported = AutoModel.from_pretrained(out / "mcd-model")
     for tower, reference in ((exported.vision_model, vision), (exported.text_model, text)):
         expected = reference.state_dict()
         for name, value in tower.state_dict().items():
-            torch.testing.assert_close(value, expected[name], rtol=0, atol=0, msg=name)
+            torch.testing.assert_close(value, expected[name], rtol=0, atol=1e-9, msg=name)

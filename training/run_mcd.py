@@ -30,11 +30,11 @@ from pathlib import Path
 import datasets
 import transformers
 from transformers import set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from modeling_mcd import MCDProcessor
 from modeling_mcd.arguments import SYNTHETIC, DataArguments, MCDTrainingArguments, parse_run_args
 from modeling_mcd.builder import build_pretraining_model, caption_corpus, load_tokenizer
+from modeling_mcd.checkpoints import last_checkpoint
 from modeling_mcd.data import MCDCollator, image_text_dataset, load_image_text_dataset
 from modeling_mcd.evaluation.report import format_metrics
 from modeling_mcd.evaluation.tasks import build_eval_tasks, chance_levels, run_tasks, task_splits
@@ -90,6 +90,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # the exported inference model instead. The token leaves the arguments, so no checkpoint can store it.
     hub_target = HubTarget.from_training_args(training_args)  # None without --push_to_hub
     training_args.push_to_hub, training_args.hub_token = False, None
+    checkpoint = training_args.resume_from_checkpoint or last_checkpoint(training_args.output_dir)
+    if not training_args.do_train and checkpoint is None:
+        raise ValueError(
+            f"--do_train false evaluates and exports a trained model, but {training_args.output_dir} holds no "
+            "checkpoint (and no --resume_from_checkpoint was given): set --do_train true to train one"
+        )
 
     # 2. Log what runs where.
     setup_logging(training_args)
@@ -153,13 +159,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         eval_tasks=tasks,
         eval_preprocess=preprocess,
     )
-    checkpoint = training_args.resume_from_checkpoint
-    if checkpoint is None and os.path.isdir(training_args.output_dir):
-        checkpoint = get_last_checkpoint(training_args.output_dir)
-        if checkpoint:
-            logger.info("resuming from %s", checkpoint)
+    if checkpoint:
+        logger.info("resuming from %s", checkpoint)
     train_runtime = None
-    if training_args.do_train:  # every recipe sets do_train; --do_train false only evaluates a resumed model
+    if not training_args.do_train:  # evaluate and export the checkpoint's model, as it is
+        trainer._load_from_checkpoint(checkpoint)
+    else:
         result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.log_metrics("train", result.metrics)
         train_runtime = result.metrics.get("train_runtime")

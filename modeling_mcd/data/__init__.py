@@ -34,7 +34,14 @@ from .decoding import (
     select_caption,
     validate_caption,
 )
-from .image_text import SAMPLE_KEY, ImageTextDataset, IterableImageTextDataset, KeyedSamples, image_text_dataset
+from .image_text import (
+    SAMPLE_KEY,
+    ImageTextDataset,
+    IterableImageTextDataset,
+    KeyedSamples,
+    KeyedStream,
+    image_text_dataset,
+)
 from .sources import (
     LOCAL_EXTENSIONS,
     WEBDATASET_CAPTION_KEYS,
@@ -57,6 +64,7 @@ __all__ = [
     "ImageTextDataset",
     "IterableImageTextDataset",
     "KeyedSamples",
+    "KeyedStream",
     "MCDCollator",
     "SampleDecoder",
     "SeededCollator",

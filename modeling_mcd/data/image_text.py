@@ -194,3 +194,26 @@ class KeyedSamples(torch.utils.data.Dataset):
         if not isinstance(sample, Mapping):
             raise TypeError(f"MCDTrainer expects dict samples, got a {type(sample).__name__} at index {index}")
         return {**sample, SAMPLE_KEY: (self.epoch, int(index))}
+
+
+class KeyedStream(torch.utils.data.IterableDataset):
+    """The streaming twin of `KeyedSamples`: each sample carries `(epoch, position)` under `SAMPLE_KEY`, its position
+    counted over the whole stream (a DataLoader worker's k-th sample is the stream's k·W + w-th, with W workers), so
+    a resumed run, which skips the batches it already trained on by reading them again, masks alike."""
+
+    def __init__(self, dataset: torch.utils.data.IterableDataset):
+        self.dataset = dataset
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        worker = torch.utils.data.get_worker_info()
+        workers, rank = (worker.num_workers, worker.id) if worker is not None else (1, 0)
+        for position, sample in enumerate(self.dataset):
+            if not isinstance(sample, Mapping):
+                raise TypeError(f"MCDTrainer expects dict samples, got a {type(sample).__name__} at {position}")
+            yield {**sample, SAMPLE_KEY: (self.epoch, position * workers + rank)}

@@ -1,0 +1,76 @@
+# Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
+"""Streaming data (`--streaming`, webdataset shards) resumes where it stopped: a run interrupted after a checkpoint
+and resumed ends with the weights of the uninterrupted run, so it saw the same samples in the same order, with the
+same views and MLM masks."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from modeling_mcd.trainer import MCDTrainer
+
+from conftest import tiny_tokenizer
+from test_run_mcd import TINY_RUN, _load_script
+
+pytestmark = pytest.mark.slow
+
+CAPTIONS = ["a red circle", "two blue squares", "a green star on the left", "a big yellow cross", "a small triangle"]
+
+
+def _shards(folder, shards: int = 3, per_shard: int = 10) -> str:
+    """`shards` webdataset tar files of `per_shard` (jpg, txt) samples; returns the brace pattern naming them."""
+    rng = np.random.default_rng(0)
+    for shard in range(shards):
+        with tarfile.open(folder / f"part-{shard:03d}.tar", "w") as tar:
+            for i in range(per_shard):
+                key = f"{shard:03d}{i:04d}"
+                pixels = rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)
+                buffer = io.BytesIO()
+                Image.fromarray(pixels).save(buffer, format="JPEG")
+                caption = CAPTIONS[(shard * per_shard + i) % len(CAPTIONS)].encode()
+                for suffix, data in (("jpg", buffer.getvalue()), ("txt", caption)):
+                    info = tarfile.TarInfo(f"{key}.{suffix}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return str(folder / f"part-{{000..{shards - 1:03d}}}.tar")
+
+
+class Crash(Exception):
+    """The interrupted run's end, right after its checkpoint of step 2 is written."""
+
+
+def test_interrupted_streaming_run_resumes_at_the_same_position(tmp_path, monkeypatch):
+    run_mcd = _load_script()
+    pattern = _shards(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path / "tokenizer")
+    flags = [*TINY_RUN, "--dataset", pattern, "--streaming", "true", "--eval_synthetic", "false"]
+    flags += ["--tokenizer_name_or_path", str(tmp_path / "tokenizer"), "--per_device_train_batch_size", "4"]
+    flags += ["--max_steps", "5", "--save_strategy", "steps", "--save_steps", "2", "--save_total_limit", "3"]
+    run_mcd.main([*flags, "--output_dir", str(tmp_path / "whole")])
+
+    save = MCDTrainer._save_checkpoint
+
+    def save_then_crash(self, model, trial):
+        save(self, model, trial)
+        if self.state.global_step == 2:
+            raise Crash
+
+    monkeypatch.setattr(MCDTrainer, "_save_checkpoint", save_then_crash)
+    with pytest.raises(Crash):
+        run_mcd.main([*flags, "--output_dir", str(tmp_path / "cut")])
+    monkeypatch.undo()
+    run_mcd.main([*flags, "--output_dir", str(tmp_path / "cut")])  # resumes from checkpoint-2
+    expected = load_file(tmp_path / "whole" / "checkpoint-4" / "model.safetensors")
+    actual = load_file(tmp_path / "cut" / "checkpoint-4" / "model.safetensors")
+    assert not torch.equal(
+        actual["mcd.logit_scale"], load_file(tmp_path / "cut" / "checkpoint-2" / "model.safetensors")["mcd.logit_scale"]
+    )
+    for name, tensor in expected.items():
+        torch.testing.assert_close(actual[name], tensor, rtol=0, atol=0, msg=name)
