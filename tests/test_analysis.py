@@ -1,0 +1,72 @@
+# Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
+"""modeling_mcd.analysis: the teacher's log distance ratio per pair against what the augmented crop still shows."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from modeling_mcd.analysis import log_distance_ratios, save_result, spearman, synthetic_misalignment
+from modeling_mcd.augmentation import MCDViews
+from modeling_mcd.pretraining import MCDForPreTraining
+from modeling_mcd.synthetic import SyntheticConfig
+
+from conftest import TINY_IMAGE_SIZE, tiny_config, tiny_tokenizer
+
+
+def test_spearman_matches_a_naive_rank_correlation():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=31).tolist(), rng.normal(size=31).tolist()
+    rank = lambda v: np.argsort(np.argsort(v)).astype(float)  # noqa: E731 (no ties in continuous draws)
+    assert spearman(x, y) == pytest.approx(np.corrcoef(rank(x), rank(y))[0, 1])
+    assert spearman(x, x) == pytest.approx(1.0) and spearman(x, [-v for v in x]) == pytest.approx(-1.0)
+    assert np.isnan(spearman(x, [1.0] * 31))
+
+
+@pytest.fixture
+def teacher_model() -> MCDForPreTraining:
+    torch.manual_seed(0)
+    model = MCDForPreTraining(tiny_config())
+    with torch.no_grad():  # a teacher distinct from the student: the ratios must come from the teacher
+        for param in model.teacher_student_parameters()[0]:
+            param.add_(0.1 * torch.randn_like(param))
+    return model.eval()
+
+
+def test_log_ratios_are_the_teachers_distances_under_the_training_views(teacher_model):
+    views = MCDViews(TINY_IMAGE_SIZE, (0.5,) * 3, (0.5,) * 3)
+    images = torch.randint(0, 256, (7, 3, 36, 36), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    captions = ["a red circle", "two blue squares", "a cat", "a dog", "a big star", "a plane", "three crosses"]
+    ratios, boxes = log_distance_ratios(teacher_model, tiny_tokenizer(), images, captions, views, seed=3, batch_size=3)
+    # Naive reference: the views of the whole set at once, the teacher's towers by hand, v̄ = the student's v.
+    out = views(images, seed=3)
+    with torch.no_grad():
+
+        def teacher(pixels):
+            hidden = teacher_model.teacher_vision_model(pixel_values=pixels).pooler_output
+            return nn.functional.normalize(teacher_model.teacher_visual_projection(hidden), dim=-1)
+
+        tokens = tiny_tokenizer()(captions, padding=True, return_tensors="pt")
+        text = nn.functional.normalize(teacher_model.mcd.get_text_features(**tokens).pooler_output, dim=-1)
+        expected = torch.log((text - teacher(out.aug_pixel_values)).norm(dim=-1)) - torch.log(
+            (text - teacher(out.pixel_values)).norm(dim=-1)
+        )
+    torch.testing.assert_close(ratios, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(boxes, out.aug_boxes)
+
+
+def test_synthetic_analysis_writes_its_json_and_plot(teacher_model, tmp_path):
+    config = SyntheticConfig(image_size=32, num_train=4, num_validation=2, num_test=40, seed=0)
+    views = MCDViews(TINY_IMAGE_SIZE, (0.5,) * 3, (0.5,) * 3)
+    result = synthetic_misalignment(teacher_model, tiny_tokenizer(), config, views, base_size=36, num_samples=40)
+    assert result.encoder == "teacher" and result.measure == "visible_fraction"
+    assert len(result.log_ratios) == len(result.misalignment) == 40
+    assert all(0.0 <= v <= 1.0 for v in result.misalignment) and len(set(result.misalignment)) > 1
+    paths = save_result(result, tmp_path, "tiny")
+    written = json.loads(open(paths["json"]).read())
+    assert written["spearman"] == pytest.approx(result.spearman, nan_ok=True) and written["num_pairs"] == 40
+    assert open(paths["png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
