@@ -67,11 +67,14 @@ class FeatureCache:
             `(W·B, P)` tensor without gradient (or `None` when the objective does not use it).
         rng_states (`list`): per micro-batch, the RNG state its first-pass forward started from.
         mlm_count (`torch.Tensor`, *optional*): masked tokens in the whole step, over every process.
+        pair_ids (`torch.Tensor`, *optional*): `(k·W·B,)` the pair id of every row of the step (the batches'
+            `pair_ids`, gathered in the order of the embeddings), for the loss; `None` when the batches hold none.
     """
 
     blocks: list[dict[str, torch.Tensor | None]] = field(default_factory=list)
     rng_states: list[tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=list)
     mlm_count: torch.Tensor | None = None
+    pair_ids: torch.Tensor | None = None
 
     @property
     def num_micro_batches(self) -> int:
@@ -118,6 +121,10 @@ def fill_feature_cache(
     """
     cache = FeatureCache()
     masked = []
+    if batches and all(batch.get("pair_ids") is not None for batch in batches):
+        cache.pair_ids = torch.cat(
+            [gather_no_grad(torch.as_tensor(batch["pair_ids"], device=device)) for batch in batches]
+        )
     with torch.no_grad():
         for index, batch in enumerate(batches):
             cache.rng_states.append(rng_state(device))

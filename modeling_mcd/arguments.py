@@ -3,8 +3,8 @@
 
 - `ModelArguments`: which towers (pretrained, or their size from scratch), pooling, projection;
 - `DataArguments`: where the pairs come from, how they are batched, what is evaluated;
-- `MCDTrainingArguments`: every `TrainingArguments` field plus every option of the MCD objective
-  (docs/method.md §1–§6).
+- `MCDTrainingArguments` (in `modeling_mcd.training_arguments`): every `TrainingArguments` field plus every
+  option of the MCD objective (docs/method.md §1–§6).
 
 `parse_run_args(argv, default_recipe)` reads an optional YAML file (its keys are the flags) followed by flags
 that override it. Every choice-valued option takes its choices from the module that implements it, so a
@@ -13,21 +13,18 @@ flag cannot offer a value the code does not know.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 import yaml
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import HfArgumentParser
 
 from .configuration_mcd import POOLING_CHOICES
 from .data.decoding import DEFAULT_MAX_PIXELS, ON_BAD_SAMPLE_CHOICES
-from .losses import AUG_NCE_SCHEDULES, DISTILL_LOSSES
-from .objective import OBJECTIVES, MCDLoss
-from .pretraining import TEACHER_TEXT_CHOICES
+from .lora import ALL_LINEAR, DEFAULT_TARGET_MODULES, LORA_TOWERS
+from .training_arguments import MCDTrainingArguments, _divides, _positive
 
 #: `--dataset synthetic`: the built-in scenes (`modeling_mcd.synthetic`), no download.
 SYNTHETIC = "synthetic"
@@ -65,16 +62,88 @@ class ModelArguments:
     text_heads: int = field(default=12, metadata={"help": "Attention heads of a from-scratch BERT."})
     gradient_checkpointing_vision: bool = field(default=False, metadata={"help": "Checkpoint the image tower."})
     gradient_checkpointing_text: bool = field(default=False, metadata={"help": "Checkpoint the text tower."})
+    init_model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Start from a pretrained dual encoder: a saved MCDModel, CLIPModel or VisionTextDualEncoderModel "
+            "(folder or hub id; the last two converted on load). Its towers, projections, pooling, temperature, "
+            "tokenizer and image normalisation replace the tower and size flags."
+        },
+    )
+    lora_r: int = field(
+        default=0, metadata={"help": "LoRA rank: adapters on --lora_target_modules of --lora_towers (0: no LoRA)."}
+    )
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA α: the update is (α / r)·BA."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA branch's input."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: list(DEFAULT_TARGET_MODULES),
+        metadata={
+            "help": "Last names of the linear layers that get adapters (space- or comma-separated), or "
+            f"'{ALL_LINEAR}'; the default is the attention query and value projections of ViT, CLIP and BERT."
+        },
+    )
+    lora_towers: list[str] = field(
+        default_factory=lambda: list(LORA_TOWERS),
+        metadata={"help": f"Towers that get adapters, among {tuple(LORA_TOWERS)} (space- or comma-separated)."},
+    )
+    lora_train_projections: bool = field(
+        default=False, metadata={"help": "Also train the projections of the adapted towers (peft modules_to_save)."}
+    )
+    peft_config: str | None = field(
+        default=None,
+        metadata={
+            "help": "A peft config JSON (or a folder with adapter_config.json) instead of the --lora_* flags; its "
+            "target_modules name MCDModel modules (vision_model..., text_model...). LoRA, LoHa or LoKr."
+        },
+    )
 
     def __post_init__(self):
         _positive(self, "tokenizer_vocab_size", "projection_dim")
-        if self.vision_model_name_or_path or self.text_model_name_or_path:
+        self._check_start_and_adapters()
+        if self.vision_model_name_or_path or self.text_model_name_or_path or self.init_model_name_or_path:
             return  # the towers' sizes come from their configs
         _positive(self, "image_size", "patch_size", "vision_hidden_size", "vision_layers", "vision_heads")
         _positive(self, "text_hidden_size", "text_layers", "text_heads")
         _divides(self, "patch_size", "image_size", "a ViT cuts the image into whole patches")
         _divides(self, "vision_heads", "vision_hidden_size", "each attention head gets an equal share of the width")
         _divides(self, "text_heads", "text_hidden_size", "each attention head gets an equal share of the width")
+
+    @property
+    def uses_peft(self) -> bool:
+        """Whether the student gets adapters (`--lora_r` > 0 or `--peft_config`)."""
+        return bool(self.lora_r or self.peft_config)
+
+    def _check_start_and_adapters(self) -> None:
+        if self.init_model_name_or_path and (self.vision_model_name_or_path or self.text_model_name_or_path):
+            raise ValueError(
+                "--init_model_name_or_path brings both towers: drop --vision_model_name_or_path and "
+                "--text_model_name_or_path"
+            )
+        self.lora_target_modules = _split_commas(self.lora_target_modules)
+        self.lora_towers = _split_commas(self.lora_towers)
+        if not self.lora_target_modules:
+            raise ValueError("--lora_target_modules needs at least one layer name")
+        if ALL_LINEAR in self.lora_target_modules and len(self.lora_target_modules) > 1:
+            raise ValueError(f"--lora_target_modules {ALL_LINEAR} stands alone, got {self.lora_target_modules}")
+        if not self.lora_towers or set(self.lora_towers) - set(LORA_TOWERS):
+            raise ValueError(f"--lora_towers takes one or both of {tuple(LORA_TOWERS)}, got {self.lora_towers}")
+        if isinstance(self.lora_r, bool) or not isinstance(self.lora_r, int) or self.lora_r < 0:
+            raise ValueError(f"--lora_r must be an int >= 0 (0: no LoRA), got {self.lora_r!r}")
+        _positive(self, "lora_alpha")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.peft_config is not None:
+            if self.lora_r:
+                raise ValueError("give --peft_config or --lora_r, not both: the file holds the whole adapter config")
+            if self.lora_train_projections:
+                raise ValueError(
+                    "--peft_config holds the whole adapter config: list the projections in its modules_to_save "
+                    "instead of --lora_train_projections"
+                )
+            if not os.path.exists(self.peft_config):
+                raise ValueError(f"--peft_config {self.peft_config}: no such file or folder")
+        if self.lora_train_projections and not self.lora_r:
+            raise ValueError("--lora_train_projections trains projections next to adapters: give --lora_r > 0")
 
 
 @dataclass
@@ -111,6 +180,13 @@ class DataArguments:
     max_image_pixels: int = field(
         default=DEFAULT_MAX_PIXELS, metadata={"help": "Larger images count as decompression bombs."}
     )
+    allow_paths_outside_data: bool = field(
+        default=False,
+        metadata={
+            "help": "Let relative image paths of a jsonl/csv file leave the file's folder (../x.jpg); by default "
+            "such a row is skipped as path_outside_data (or stops the run with --on_bad_sample raise)."
+        },
+    )
     synthetic_num_train: int = field(default=8000, metadata={"help": "Training scenes of the synthetic dataset."})
     synthetic_num_test: int = field(default=1000, metadata={"help": "Test scenes of the synthetic dataset."})
     synthetic_image_size: int = field(default=64, metadata={"help": "Side of the synthetic scenes."})
@@ -145,184 +221,9 @@ class DataArguments:
         return f"`{self.dataset}` (split `{self.train_split}`)"
 
 
-@dataclass
-class MCDTrainingArguments(TrainingArguments):
-    """`TrainingArguments` plus every option of the MCD objective (docs/method.md §1–§6)."""
-
-    objective: str = field(
-        default="mcd", metadata={"help": "Training objective (docs/method.md §2).", "choices": OBJECTIVES}
-    )
-    lambda_dist: float = field(
-        default=1.0, metadata={"help": "λ: weight of the distillation loss (docs/method.md §6)."}
-    )
-    lambda_pos: float = field(
-        default=1.0, metadata={"help": "λ_pos: weight of L_pos inside L_dist (docs/method.md §3)."}
-    )
-    lambda_neg: float = field(
-        default=1.0, metadata={"help": "λ_neg: weight of L_neg inside L_dist (docs/method.md §3)."}
-    )
-    lambda_noisy: float = field(
-        default=1.0, metadata={"help": "λ_noisy: weight of L_noisy inside L_dist (docs/method.md §3)."}
-    )
-    beta_mlm: float = field(default=1.0, metadata={"help": "β: weight of the MLM loss (docs/method.md §6)."})
-    distill_pos: bool = field(default=True, metadata={"help": "Use L_pos (paper Eq. 7; Tab. 5 row c)."})
-    distill_neg: bool = field(default=True, metadata={"help": "Use L_neg (paper Eq. 8; Tab. 5 row d)."})
-    distill_noisy: bool = field(default=True, metadata={"help": "Use L_noisy (paper Eq. 9; Tab. 5 row e)."})
-    use_mlm: bool = field(
-        default=True, metadata={"help": "Add the MLM loss on a masked copy of the caption (docs/method.md §4)."}
-    )
-    distill_loss: str = field(
-        default="l2", metadata={"help": "Log-ratio regression (docs/method.md §3).", "choices": DISTILL_LOSSES}
-    )
-    distill_eps: float = field(default=1e-6, metadata={"help": "ε added to distances in the log-ratio loss."})
-    aug_nce_schedule: str = field(
-        default="cosine",
-        metadata={
-            "help": "Weight 1 − α of the augmented-view InfoNCE terms (docs/method.md §2).",
-            "choices": AUG_NCE_SCHEDULES,
-        },
-    )
-    base_momentum: float = field(
-        default=0.996, metadata={"help": "m₀ of the teacher's cosine momentum (docs/method.md §5)."}
-    )
-    teacher_text: str = field(
-        default="stopgrad",
-        metadata={"help": "Teacher-side text embedding v̄ (docs/method.md §Notation).", "choices": TEACHER_TEXT_CHOICES},
-    )
-    orig_crop_scale: list[float] = field(
-        default_factory=lambda: [0.5, 1.0],
-        metadata={"help": "RandomResizedCrop scale of the original view (docs/method.md §1)."},
-    )
-    aug_crop_scale: list[float] = field(
-        default_factory=lambda: [0.08, 1.0], metadata={"help": "RandomResizedCrop scale of the augmented view."}
-    )
-    max_nonfinite_steps: int = field(
-        default=10,
-        metadata={
-            "help": "Optimizer steps with a non-finite loss or gradient are skipped; this many in a row stop the run."
-        },
-    )
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Kept False: MCD batches carry fields the model's forward does not name."}
-    )
-
-    def __post_init__(self):
-        uses_deepspeed = self.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
-        if uses_deepspeed and not _has_accelerator():
-            _prepare_cpu_deepspeed(self)
-        super().__post_init__()
-        choices = {
-            "objective": OBJECTIVES,
-            "distill_loss": DISTILL_LOSSES,
-            "aug_nce_schedule": AUG_NCE_SCHEDULES,
-            "teacher_text": TEACHER_TEXT_CHOICES,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"--{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if not 0.0 <= self.base_momentum <= 1.0:
-            raise ValueError(f"--base_momentum must be in [0, 1], got {self.base_momentum}")
-        _positive(self, "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
-        _positive(self, "learning_rate", "distill_eps", "logging_steps", "max_nonfinite_steps")
-        _non_negative(self, "weight_decay", "warmup_steps", "lambda_dist", "lambda_pos", "lambda_neg", "lambda_noisy")
-        _non_negative(self, "beta_mlm")
-        for name in ("orig_crop_scale", "aug_crop_scale"):
-            low, high = (list(getattr(self, name)) + [None, None])[:2]
-            if len(getattr(self, name)) != 2 or not 0.0 < low <= high <= 1.0:
-                raise ValueError(f"--{name} takes two area fractions 0 < low <= high <= 1, got {getattr(self, name)}")
-        if self.do_train and self.max_steps <= 0 and self.num_train_epochs <= 0:
-            raise ValueError(
-                f"no step to take: --max_steps {self.max_steps} and --num_train_epochs {self.num_train_epochs}; "
-                "give a positive --max_steps or --num_train_epochs (or --do_train false to only evaluate)"
-            )
-        if self.objective == "mcd" and not (self.distill_pos or self.distill_neg or self.distill_noisy):
-            raise ValueError(
-                "--objective mcd with --distill_pos, --distill_neg and --distill_noisy all false has no distillation "
-                "term, and so no use for a teacher: use --objective mpnce"
-            )
-        if self.teacher_text == "ema" and self.objective != "mcd":
-            raise ValueError(
-                f"--teacher_text ema is a teacher for the distillation terms of --objective mcd, not {self.objective}"
-            )
-
-    def build_loss(self) -> MCDLoss:
-        """The `MCDLoss` these arguments describe."""
-        return MCDLoss(
-            objective=self.objective,
-            lambda_dist=self.lambda_dist,
-            lambda_pos=self.lambda_pos,
-            lambda_neg=self.lambda_neg,
-            lambda_noisy=self.lambda_noisy,
-            beta_mlm=self.beta_mlm,
-            distill_loss=self.distill_loss,
-            eps=self.distill_eps,
-            use_pos=self.distill_pos,
-            use_neg=self.distill_neg,
-            use_noisy=self.distill_noisy,
-            use_mlm=self.use_mlm,
-        )
-
-
-def _positive(args, *names: str, optional: bool = False) -> None:
-    """Raise `ValueError` naming the flag unless each field is > 0 (`None` allowed when `optional`)."""
-    for name in names:
-        value = getattr(args, name)
-        if value is None and optional:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"--{name} must be a positive number, got {value!r}")
-
-
-def _non_negative(args, *names: str) -> None:
-    for name in names:
-        value = getattr(args, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ValueError(f"--{name} must be a number >= 0, got {value!r}")
-
-
-def _divides(args, divisor: str, dividend: str, why: str) -> None:
-    if getattr(args, dividend) % getattr(args, divisor):
-        raise ValueError(
-            f"--{dividend} {getattr(args, dividend)} is not a multiple of --{divisor} {getattr(args, divisor)}: {why}"
-        )
-
-
-def _has_accelerator() -> bool:
-    return torch.accelerator.is_available()
-
-
-def _prepare_cpu_deepspeed(args: TrainingArguments) -> None:
-    """A DeepSpeed run on a machine without an accelerator (tests, CI, a laptop), launched by `torchrun` or
-    `accelerate launch`: the process group runs on gloo, and DeepSpeed skips its shared-memory all-reduce kernel.
-
-    transformers starts DeepSpeed without naming a backend, and DeepSpeed's CPU accelerator then sets up a process
-    group that accelerate does not count: every process believes it is alone (world size 1) and DeepSpeed refuses
-    the batch sizes. So the state is set up here first, with gloo, and the arguments use it
-    (`accelerator_config.use_configured_state`). The shm kernel would be JIT-compiled (minutes of C++) only to speed
-    up collectives that gloo does anyway.
-    """
-    try:
-        import deepspeed.ops
-    except ImportError:
-        return  # TrainingArguments says what is missing
-    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-    if int(os.environ.get("LOCAL_RANK", -1)) == -1:
-        return  # not launched as one of several processes: nothing to set up
-    from accelerate import PartialState
-
-    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"  # what `accelerate launch --use_deepspeed` sets
-    PartialState(backend=args.ddp_backend or "gloo")
-    config = args.accelerator_config
-    if config is None:
-        config = {}
-    elif isinstance(config, str):
-        with open(config) as handle:
-            config = json.load(handle)
-    elif not isinstance(config, dict):
-        config = config.to_dict()
-    args.accelerator_config = {**config, "use_configured_state": True}
-    # transformers accepts bf16 without a GPU only on the CPU device; the configured state keeps DeepSpeed.
-    args.use_cpu = True
+def _split_commas(values: list[str]) -> list[str]:
+    """`["vision,text"]` or `["vision", "text"]` -> `["vision", "text"]`: list flags take either form."""
+    return [part.strip() for value in values for part in str(value).split(",") if part.strip()]
 
 
 def parse_run_args(
@@ -364,7 +265,6 @@ def yaml_to_flags(recipe: dict) -> list[str]:
 __all__ = [
     "SYNTHETIC",
     "DataArguments",
-    "MCDTrainingArguments",
     "ModelArguments",
     "parse_run_args",
     "yaml_to_flags",

@@ -29,6 +29,8 @@ from transformers.utils import is_torchvision_available
 
 from .arguments import ModelArguments
 from .configuration_mcd import MCDConfig
+from .conversion import load_dual_encoder
+from .lora import add_student_adapters, build_peft_config
 from .modeling_mcd import load_pretrained_towers
 from .pretraining import MCDForPreTraining
 from .wordpiece import train_wordpiece_tokenizer
@@ -51,15 +53,18 @@ def load_tokenizer(
     model_args: ModelArguments, output_dir: str, captions: Callable[[], Iterable[str]]
 ) -> PreTrainedTokenizerBase:
     r"""
-    The run's tokenizer: `--tokenizer_name_or_path`, else the text tower's, else a WordPiece vocabulary built
-    from `captions()` and kept in `output_dir/tokenizer`, so every process and a resumed run use the same one.
+    The run's tokenizer: `--tokenizer_name_or_path`, else the text tower's (or `--init_model_name_or_path`'s), else a
+    WordPiece vocabulary built from `captions()` and kept in `output_dir/tokenizer`, so every process and a resumed
+    run use the same one.
 
     Args:
         model_args (`ModelArguments`)
         output_dir (`str`): the run folder.
         captions (`Callable`): returns the training captions; only called when a vocabulary is built.
     """
-    source = model_args.tokenizer_name_or_path or model_args.text_model_name_or_path
+    source = (
+        model_args.tokenizer_name_or_path or model_args.text_model_name_or_path or model_args.init_model_name_or_path
+    )
     if source:
         return AutoTokenizer.from_pretrained(source)
     tokenizer_dir = os.path.join(output_dir, "tokenizer")
@@ -147,33 +152,50 @@ def scratch_config(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBas
 
 
 def build_pretraining_model(
-    model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, teacher_text: str = "stopgrad"
+    model_args: ModelArguments,
+    tokenizer: PreTrainedTokenizerBase,
+    teacher_text: str = "stopgrad",
+    use_mlm: bool = True,
 ) -> tuple[MCDForPreTraining, BaseImageProcessor]:
     r"""
-    The model to pretrain and its image processor ([`evaluation_image_processor`] at the vision tower's image
-    size; a pretrained tower's own processor gives the mean and std).
+    The model to train and its image processor ([`evaluation_image_processor`] at the vision tower's image size; a
+    pretrained model's or tower's own processor gives the mean and std). With `--lora_r` or `--peft_config`, the
+    student gets adapters once its starting weights are in (`modeling_mcd.lora`).
 
     Args:
-        model_args (`ModelArguments`): both `--vision_model_name_or_path` and `--text_model_name_or_path`
-            (pretrained towers), or neither (from scratch).
+        model_args (`ModelArguments`): `--init_model_name_or_path` (a pretrained dual encoder, see
+            `modeling_mcd.conversion`), or both `--vision_model_name_or_path` and `--text_model_name_or_path`
+            (pretrained towers), or none of them (from scratch); the adapter flags.
         tokenizer (`PreTrainedTokenizerBase`): the run's tokenizer; a from-scratch text tower gets its vocabulary
             size.
         teacher_text (`str`, *optional*, defaults to `"stopgrad"`): see `MCDForPreTraining`.
+        use_mlm (`bool`, *optional*, defaults to `True`): whether the objective masks captions (`--use_mlm`), which
+            needs a tokenizer with a mask token.
 
     Returns:
         `(MCDForPreTraining, image processor)`
     """
+    if use_mlm and getattr(tokenizer, "mask_token", None) is None:
+        raise ValueError(
+            f"--use_mlm true masks caption tokens, but the tokenizer ({type(tokenizer).__name__}) has no mask token, "
+            "as CLIP's has none: pass --use_mlm false"
+        )
     if bool(model_args.vision_model_name_or_path) != bool(model_args.text_model_name_or_path):
         raise ValueError("give both --vision_model_name_or_path and --text_model_name_or_path, or neither")
-    if model_args.vision_model_name_or_path:
+    if model_args.init_model_name_or_path:
+        with _whole_models():
+            student = load_dual_encoder(model_args.init_model_name_or_path)
+        _check_vocabulary(student.config.text_config, tokenizer)
+        model = MCDForPreTraining.from_student(student, teacher_text=teacher_text)
+        image_processor = _evaluation_processor_of(
+            model_args.init_model_name_or_path, student.config.vision_config.image_size
+        )
+    elif model_args.vision_model_name_or_path:
         with _whole_models():  # loaded whole on every process, then copied into the (maybe partitioned) model
             vision, text = load_pretrained_towers(
                 model_args.vision_model_name_or_path, model_args.text_model_name_or_path
             )
-        if text.config.vocab_size < len(tokenizer):
-            raise ValueError(
-                f"the tokenizer has {len(tokenizer)} tokens but the text tower only {text.config.vocab_size}"
-            )
+        _check_vocabulary(text.config, tokenizer)
         config = MCDConfig.from_vision_text_configs(
             vision.config,
             text.config,
@@ -184,10 +206,8 @@ def build_pretraining_model(
         # Built like a from-scratch model (partitioned while constructed under ZeRO-3), then given the towers' weights.
         model = MCDForPreTraining._from_config(config, teacher_text=teacher_text)
         model.load_tower_weights(vision, text)
-        # The tower's own processor may squash images to a square: only its normalisation is kept.
-        tower_processor = AutoImageProcessor.from_pretrained(model_args.vision_model_name_or_path)
-        image_processor = evaluation_image_processor(
-            config.vision_config.image_size, tower_processor.image_mean, tower_processor.image_std
+        image_processor = _evaluation_processor_of(
+            model_args.vision_model_name_or_path, config.vision_config.image_size
         )
     else:
         # `_from_config` (not the constructor) so that DeepSpeed ZeRO-3 can build the model partitioned.
@@ -196,7 +216,22 @@ def build_pretraining_model(
     model.mcd.set_tower_gradient_checkpointing(
         vision=model_args.gradient_checkpointing_vision, text=model_args.gradient_checkpointing_text
     )
+    peft_config = build_peft_config(model_args, model.mcd)
+    if peft_config is not None:
+        add_student_adapters(model, peft_config)
     return model, image_processor
+
+
+def _check_vocabulary(text_config, tokenizer: PreTrainedTokenizerBase) -> None:
+    if text_config.vocab_size < len(tokenizer):
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the text tower only {text_config.vocab_size}")
+
+
+def _evaluation_processor_of(source: str, image_size: int) -> BaseImageProcessor:
+    """[`evaluation_image_processor`] with the normalisation of `source`'s own image processor; only its mean and std
+    are kept, as it may squash images to a square."""
+    own = AutoImageProcessor.from_pretrained(source)
+    return evaluation_image_processor(image_size, own.image_mean, own.image_std)
 
 
 __all__ = [

@@ -41,6 +41,7 @@ from .evaluation import (
     retrieval_metrics,
     zero_shot_metrics,
 )
+from .evaluation.data import ON_BAD_IMAGE_CHOICES
 from .evaluation.report import format_metrics
 from .evaluation.templates import available_datasets, check_templates
 
@@ -68,10 +69,19 @@ def _read_string_list(path: str, what: str) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------- eval tasks
+def _labelled_images(args: argparse.Namespace, split: str | None):
+    """`--data` (and `split`) read with `load_labelled_images`; prints how many images are used (and which were
+    skipped)."""
+    data = load_labelled_images(args.data, split, args.image_column, args.label_column, args.on_bad_image)
+    where = f"{args.data} (split {split})" if split else args.data
+    print(f"mcd eval {args.task}: {data.describe(where)}")
+    return data
+
+
 def eval_zero_shot(args: argparse.Namespace) -> int:
     if args.dataset and args.dataset.lower() not in available_datasets():
         raise ValueError(f"--dataset {args.dataset!r} has no prompts; known: {available_datasets()}")
-    data = load_labelled_images(args.data, args.split, args.image_column, args.label_column)
+    data = _labelled_images(args, args.split)
     if args.classnames:
         classnames = _read_string_list(args.classnames, "classnames")
     elif args.dataset:
@@ -80,6 +90,11 @@ def eval_zero_shot(args: argparse.Namespace) -> int:
         classnames = data.classnames
     if classnames is None:
         raise ValueError(f"{args.data}: the labels have no class names; give --classnames or --dataset")
+    source = "--classnames" if args.classnames else f"--dataset {args.dataset}" if args.dataset else args.data
+    if data.num_classes is not None and len(classnames) != data.num_classes:
+        raise ValueError(
+            f"{len(classnames)} class names ({source}) do not match the {data.num_classes} classes of {args.data}"
+        )
     if len(classnames) <= int(data.labels.max()):
         raise ValueError(f"{len(classnames)} class names, but the labels reach {int(data.labels.max())}")
     templates = _read_string_list(args.templates, "templates") if args.templates else list(get_templates(args.dataset))
@@ -106,7 +121,7 @@ def eval_linear_probe(args: argparse.Namespace) -> int:
     for name, split in splits.items():
         if split is None:
             continue
-        data = load_labelled_images(args.data, split, args.image_column, args.label_column)
+        data = _labelled_images(args, split)
         features[name] = (encode_images(model, data.images, preprocess, batch_size=args.batch_size), data.labels)
     val_features, val_labels = features.get("val", (None, None))
     metrics = linear_probe_metrics(
@@ -147,6 +162,12 @@ def _labelled_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--image-column", default="image", help="image column of a datasets dataset")
     parser.add_argument("--label-column", default="label", help="label column of a datasets dataset")
+    parser.add_argument(
+        "--on-bad-image",
+        choices=ON_BAD_IMAGE_CHOICES,
+        default="skip",
+        help="an image of the folder that cannot be read: leave it out, counted and named (skip), or stop (raise)",
+    )
 
 
 def add_eval_parser(commands: argparse._SubParsersAction) -> None:

@@ -19,6 +19,7 @@ from transformers import (
     VisionTextDualEncoderProcessor,
 )
 
+from .conversion import load_state_exactly
 from .modeling_mcd import MCDModel
 
 
@@ -55,11 +56,7 @@ def to_vision_text_dual_encoder(model: MCDModel) -> VisionTextDualEncoderModel:
     # The stock class has no clamp on the temperature: store the clamped value so logits match too.
     # MCD keeps the log-scale as shape (1,) (DeepSpeed cannot broadcast 0-dim parameters); the stock class as ().
     state["logit_scale"] = model.logit_scale.detach().clamp(max=config.logit_scale_max).reshape(())
-    missing, unexpected = vtde.load_state_dict(state, strict=False)
-    # Only non-persistent buffers (e.g. position_ids) may differ between the two classes.
-    real_missing = [k for k in missing if not k.endswith("position_ids")]
-    if real_missing or unexpected:
-        raise RuntimeError(f"MCD -> VisionTextDualEncoder mismatch: missing={real_missing}, unexpected={unexpected}")
+    load_state_exactly(vtde, state)  # only non-persistent buffers (position_ids) may differ between the two classes
     return vtde.to(dtype=next(model.parameters()).dtype).eval()
 
 
@@ -80,7 +77,9 @@ def export_to_vision_text_dual_encoder(model_path: str | os.PathLike, output_dir
     try:
         processor = AutoProcessor.from_pretrained(model_path)
     except (OSError, ValueError) as error:
-        raise ValueError(f"{model_path} has no processor files (save an MCDProcessor with the model): {error}") from error
+        raise ValueError(
+            f"{model_path} has no processor files (save an MCDProcessor with the model): {error}"
+        ) from error
     VisionTextDualEncoderProcessor(
         image_processor=processor.image_processor, tokenizer=processor.tokenizer
     ).save_pretrained(output_dir)

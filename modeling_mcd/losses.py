@@ -3,7 +3,10 @@
 
 They take GLOBAL, L2-normalised embeddings of shape (N, D): u = image, v = text, ũ = augmented image,
 and their teacher twins ū, v̄, ū̃. `modeling_mcd.objective.MCDLoss` gathers the LOCAL embeddings across
-processes and combines these terms. CLIP's own loss is transformers' `image_text_contrastive_loss`.
+processes and combines these terms. CLIP's own loss is transformers' `image_text_contrastive_loss` (`clip_loss`).
+
+Every contrastive and distillation term takes optional `pair_ids` (N,): rows of one id are never negatives of each
+other, a placeholder row takes no part (`modeling_mcd.pairs`); `None` is the plain objective.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import math
 
 import torch
 import torch.nn.functional as F
+from transformers.models.clip.modeling_clip import image_text_contrastive_loss
 
 from .distributed import all_reduce_sum, world_info
+from .pairs import checked_pair_ids, same_pair_mask, zero_loss
 
 #: Weight schedules of the augmented-view InfoNCE terms (docs/method.md §2, option `aug_nce_schedule`).
 AUG_NCE_SCHEDULES = ("cosine", "constant")
@@ -38,6 +43,7 @@ def mp_nce_loss(
     aug_image_embeds: torch.Tensor | None,
     logit_scale: torch.Tensor,
     aug_weight: float = 1.0,
+    pair_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Multi-positive NCE in one unified space (docs/method.md §2, paper Eq. 5).
 
@@ -52,9 +58,12 @@ def mp_nce_loss(
         aug_image_embeds: (N, D) normalised ũ; required (the `clip` objective uses CLIP's loss).
         logit_scale: scalar tensor, the already exponentiated scale (gradients flow into it).
         aug_weight: w of every positive pair involving ũ (1 - α in docs/method.md §2); (u, v) pairs have w = 1.
+        pair_ids: (N,) long, optional: rows with the same id are never negatives of each other; rows with a
+            negative id are neither anchors nor negatives (see the module docstring).
 
     Returns:
-        Scalar loss Σ w·ℓ / Σ w over the 6N ordered positive pairs.
+        Scalar loss Σ w·ℓ / Σ w over the 6N ordered positive pairs (those of placeholder rows excluded); 0 when
+        every row is a placeholder.
     """
     if aug_image_embeds is None:
         raise ValueError(
@@ -64,12 +73,20 @@ def mp_nce_loss(
     if not aug_weight >= 0:
         raise ValueError(f"aug_weight must be >= 0, got {aug_weight}")
     n = image_embeds.shape[0]
+    pair_ids = checked_pair_ids(pair_ids, n, image_embeds.device)
     embeds = torch.cat([image_embeds, text_embeds, aug_image_embeds], dim=0)  # (3N, D)
     logits = logit_scale * embeds @ embeds.t()  # (3N, 3N)
     rows = torch.arange(3 * n, device=embeds.device)  # (3N,)
-    same_pair = (rows[:, None] % n) == (rows[None, :] % n)  # (3N, 3N), self included
-    # log Σ_{n ∈ N(e)} exp s(e, n): -inf on self and on the row's two positives.
-    negatives_lse = logits.masked_fill(same_pair, float("-inf")).logsumexp(dim=1)  # (3N,)
+    if pair_ids is None:
+        same_pair = (rows[:, None] % n) == (rows[None, :] % n)  # (3N, 3N), self included
+    else:
+        same_pair = same_pair_mask(pair_ids).repeat(3, 3)  # (3N, 3N)
+    # log Σ_{n ∈ N(e)} exp s(e, n): -inf on self and on the row's two positives. A row without any negative (only
+    # possible with pair ids) gets -inf through a finite detour, so that its gradient stays finite (0).
+    has_negative = ~same_pair.all(dim=1)  # (3N,)
+    excluded = same_pair & has_negative[:, None]
+    negatives_lse = logits.masked_fill(excluded, float("-inf")).logsumexp(dim=1)  # (3N,)
+    negatives_lse = negatives_lse.masked_fill(~has_negative, float("-inf"))
     # The two positives of row e sit N and 2N rows further in the (circular) stack.
     positives = (rows[:, None] + n * torch.arange(1, 3, device=embeds.device)) % (3 * n)  # (3N, 2)
     positive_logits = logits.gather(1, positives)  # (3N, 2)
@@ -77,7 +94,36 @@ def mp_nce_loss(
     # Blocks 0, 1, 2 = u, v, ũ: a pair involves ũ iff one of its blocks is 2.
     involves_aug = (rows[:, None] // n == 2) | (positives // n == 2)  # (3N, 2)
     weights = per_pair.new_full(per_pair.shape, aug_weight).masked_fill(~involves_aug, 1.0)  # (3N, 2)
-    return (weights * per_pair).sum() / weights.sum()
+    if pair_ids is not None:
+        weights = weights * (pair_ids >= 0).repeat(3)[:, None]  # a placeholder row is no anchor
+    return (weights * per_pair).sum() / weights.sum().clamp(min=torch.finfo(weights.dtype).tiny)
+
+
+def clip_loss(logits_per_text: torch.Tensor, pair_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE (docs/method.md §2, paper Eq. 1), with pair ids.
+
+    Args:
+        logits_per_text: (N, N) scaled similarities, text i (rows) against image j (columns).
+        pair_ids: (N,) long, optional: text i and image j ≠ i with the same id are not a negative of each other;
+            placeholder rows (negative id) are neither anchors nor negatives. `None`: transformers'
+            `image_text_contrastive_loss` itself.
+
+    Returns:
+        Scalar: the mean of the text->image and image->text cross-entropies over the real rows (0 when none).
+    """
+    if pair_ids is None:
+        return image_text_contrastive_loss(logits_per_text)
+    n = logits_per_text.shape[0]
+    pair_ids = checked_pair_ids(pair_ids, n, logits_per_text.device)
+    targets = torch.arange(n, device=logits_per_text.device)
+    # Excluded: every other row of the same pair and every placeholder; the row's own positive stays.
+    excluded = same_pair_mask(pair_ids) & (targets[:, None] != targets[None, :])
+    real = pair_ids >= 0
+    if not bool(real.any()):
+        return zero_loss(logits_per_text)
+    text_to_image = F.cross_entropy(logits_per_text.masked_fill(excluded, float("-inf"))[real], targets[real])
+    image_to_text = F.cross_entropy(logits_per_text.t().masked_fill(excluded, float("-inf"))[real], targets[real])
+    return (text_to_image + image_to_text) / 2.0
 
 
 def _distance_from_cosine(cosine: torch.Tensor) -> torch.Tensor:
@@ -142,6 +188,7 @@ def distill_pos_loss(
     teacher_aug_image_embeds: torch.Tensor,
     eps: float = 1e-6,
     kind: str = "l2",
+    pair_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L_pos (docs/method.md §3, paper Eq. 7): misalignment inside a positive pair, anchored at the text v_i.
 
@@ -152,9 +199,10 @@ def distill_pos_loss(
         teacher_image_embeds, teacher_text_embeds, teacher_aug_image_embeds: (N, D) ū, v̄, ū̃.
         eps: see `log_ratio_loss`.
         kind: see `log_ratio_loss`.
+        pair_ids: (N,) long, optional: placeholder rows (negative id) are left out.
 
     Returns:
-        Scalar mean over i.
+        Scalar mean over i (over the real rows; 0 when none).
     """
     _check_embeddings(
         image_embeds=image_embeds,
@@ -164,14 +212,18 @@ def distill_pos_loss(
         teacher_text_embeds=teacher_text_embeds,
         teacher_aug_image_embeds=teacher_aug_image_embeds,
     )
-    return log_ratio_loss(
+    distances = (
         _row_distance(text_embeds, image_embeds),  # (N,)
         _row_distance(text_embeds, aug_image_embeds),
         _row_distance(teacher_text_embeds, teacher_image_embeds),
         _row_distance(teacher_text_embeds, teacher_aug_image_embeds),
-        eps=eps,
-        kind=kind,
     )
+    if pair_ids is not None:
+        real = checked_pair_ids(pair_ids, image_embeds.shape[0], image_embeds.device) >= 0  # (N,)
+        if not bool(real.any()):
+            return zero_loss(distances[0])
+        distances = tuple(distance[real] for distance in distances)
+    return log_ratio_loss(*distances, eps=eps, kind=kind)
 
 
 def _anchored_off_diagonal_loss(
@@ -181,8 +233,12 @@ def _anchored_off_diagonal_loss(
     teacher_other: torch.Tensor,
     eps: float,
     kind: str,
+    pair_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Log-ratio loss of d(a_i, o_i) / d(a_i, o_j) for every i and j ≠ i, mean over N(N - 1).
+
+    With `pair_ids`, j ranges over the rows of another pair than i (j ≠ i is id_j ≠ id_i), i and j both real rows;
+    the mean is over those (i, j), and 0 when there is none.
 
     `anchor` and `other` are (argument name, (N, D) tensor); the names make shape errors readable.
     """
@@ -194,8 +250,15 @@ def _anchored_off_diagonal_loss(
     n = anchor.shape[0]
     if n < 2:
         raise ValueError(f"the negative and noisy distillation terms need >= 2 pairs in the global batch, got {n}")
-    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=anchor.device)  # (N, N)
+    if pair_ids is None:
+        off_diagonal = ~torch.eye(n, dtype=torch.bool, device=anchor.device)  # (N, N)
+    else:
+        off_diagonal = ~same_pair_mask(
+            checked_pair_ids(pair_ids, n, anchor.device)
+        )  # (N, N): other pairs, real rows only
     student = pairwise_distance(anchor, other)  # (N, N)
+    if pair_ids is not None and not bool(off_diagonal.any()):
+        return zero_loss(student)
     teacher = pairwise_distance(teacher_anchor, teacher_other)
     # Row i's positive distance broadcast against each of its N - 1 off-diagonal distances.
     return log_ratio_loss(
@@ -215,6 +278,7 @@ def distill_neg_loss(
     teacher_aug_image_embeds: torch.Tensor,
     eps: float = 1e-6,
     kind: str = "l2",
+    pair_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L_neg (docs/method.md §3, paper Eq. 8): an augmented image may be relevant to another text.
 
@@ -225,6 +289,7 @@ def distill_neg_loss(
         teacher_text_embeds, teacher_aug_image_embeds: (N, D) v̄, ū̃.
         eps: see `log_ratio_loss`.
         kind: see `log_ratio_loss`.
+        pair_ids: (N,) long, optional: see `_anchored_off_diagonal_loss`.
 
     Returns:
         Scalar mean over the N(N - 1) pairs (i, j ≠ i).
@@ -236,6 +301,7 @@ def distill_neg_loss(
         teacher_text_embeds,
         eps,
         kind,
+        pair_ids,
     )
 
 
@@ -246,6 +312,7 @@ def distill_noisy_loss(
     teacher_text_embeds: torch.Tensor,
     eps: float = 1e-6,
     kind: str = "l2",
+    pair_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L_noisy (docs/method.md §3, paper Eq. 9): noisy original pairs.
 
@@ -256,6 +323,7 @@ def distill_noisy_loss(
         teacher_image_embeds, teacher_text_embeds: (N, D) ū, v̄.
         eps: see `log_ratio_loss`.
         kind: see `log_ratio_loss`.
+        pair_ids: (N,) long, optional: see `_anchored_off_diagonal_loss`.
 
     Returns:
         Scalar mean over the N(N - 1) pairs (i, j ≠ i).
@@ -267,6 +335,7 @@ def distill_noisy_loss(
         teacher_image_embeds,
         eps,
         kind,
+        pair_ids,
     )
 
 
@@ -321,6 +390,7 @@ def progressive_alpha(step: int, total_steps: int, schedule: str = "cosine") -> 
 __all__ = [
     "AUG_NCE_SCHEDULES",
     "DISTILL_LOSSES",
+    "clip_loss",
     "distill_neg_loss",
     "distill_noisy_loss",
     "distill_pos_loss",

@@ -87,7 +87,10 @@ def load_pretrained_towers(
     text_kwargs: dict | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedModel]:
     """The two pretrained towers (hub ids or local folders), with `AutoModel.from_pretrained`; a CLIP checkpoint
-    given as the vision tower contributes its `CLIPVisionModel`."""
+    given as the vision tower contributes its `CLIPVisionModel`. Weights are read from safetensors files only
+    (`use_safetensors=True` unless the kwargs say otherwise)."""
+    vision_kwargs = {"use_safetensors": True, **(vision_kwargs or {})}
+    text_kwargs = {"use_safetensors": True, **(text_kwargs or {})}
     vision_config = AutoConfig.from_pretrained(vision_model_name_or_path)
     if getattr(vision_config, "model_type", None) == "clip":
         from transformers import CLIPVisionModel
@@ -123,6 +126,13 @@ class MCDPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_flash_attn = True
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, reading safetensors weights only (`use_safetensors=True` unless given
+        otherwise): a folder with only a pickled `pytorch_model.bin` is refused, never unpickled."""
+        kwargs.setdefault("use_safetensors", True)
+        return super().from_pretrained(*args, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
         # Towers are PreTrainedModels: `initialize_weights` dispatches to their own `_init_weights`.

@@ -19,10 +19,17 @@ import math
 
 import torch
 from torch import nn
-from transformers.models.clip.modeling_clip import image_text_contrastive_loss
 
 from .distributed import all_reduce_sum, gather_no_grad, gather_with_grad
-from .losses import DISTILL_LOSSES, distill_neg_loss, distill_noisy_loss, distill_pos_loss, mlm_loss, mp_nce_loss
+from .losses import (
+    DISTILL_LOSSES,
+    clip_loss,
+    distill_neg_loss,
+    distill_noisy_loss,
+    distill_pos_loss,
+    mlm_loss,
+    mp_nce_loss,
+)
 
 #: The training objectives (docs/method.md §2): CLIP's loss, MP-NCE alone, or MP-NCE + distillation.
 OBJECTIVES = ("clip", "mpnce", "mcd")
@@ -130,6 +137,7 @@ class MCDLoss(nn.Module):
         mlm_logits: torch.Tensor | None = None,
         mlm_labels: torch.Tensor | None = None,
         alpha: float = 0.0,
+        pair_ids: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Compute every applicable term over the global batch.
 
@@ -144,6 +152,9 @@ class MCDLoss(nn.Module):
             mlm_logits: (B, L, V) LOCAL MLM logits; needed when `use_mlm`.
             mlm_labels: (B, L) LOCAL MLM labels, -100 where not masked; needed when `use_mlm`.
             alpha: progressive-distillation α in [0, 1] (see `progressive_alpha`); w_aug = 1 - α.
+            pair_ids: (B,) LOCAL long ids of each row's source (gathered without gradient): rows with the same id
+                are never negatives of each other, rows with a negative id are placeholders that take no part
+                (`modeling_mcd.losses`). `None`: every row is its own pair.
 
         Returns:
             Dict of scalar tensors: `loss`, `contrastive_loss`, and when they apply `distill_pos_loss`,
@@ -175,6 +186,7 @@ class MCDLoss(nn.Module):
             mlm_logits=mlm_logits,
             mlm_labels=mlm_labels,
             alpha=alpha,
+            pair_ids=gather_no_grad(pair_ids) if pair_ids is not None else None,
         )
 
     @property
@@ -195,12 +207,13 @@ class MCDLoss(nn.Module):
         mlm_labels: torch.Tensor | None = None,
         alpha: float = 0.0,
         mlm_count: torch.Tensor | None = None,
+        pair_ids: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Every applicable term from GLOBAL embeddings (N, D), in float32 with autocast off.
 
-        Same arguments as `forward`, but every embedding is already the whole global batch; `mlm_logits` and
-        `mlm_labels` stay LOCAL (the MLM loss is a per-token sum, normalised by `mlm_count`, the global number of
-        masked tokens; by default counted over the processes).
+        Same arguments as `forward`, but every embedding (and `pair_ids`) is already the whole global batch;
+        `mlm_logits` and `mlm_labels` stay LOCAL (the MLM loss is a per-token sum, normalised by `mlm_count`, the
+        global number of masked tokens; by default counted over the processes).
         """
         with torch.autocast(device_type=image.device.type, enabled=False):
             return self._terms(
@@ -209,19 +222,22 @@ class MCDLoss(nn.Module):
                 mlm_labels,
                 alpha,
                 mlm_count,
+                pair_ids,
             )
 
     def _terms(
         self, image, text, logit_scale, aug_image, teacher_image, teacher_aug, teacher_text, mlm_logits, mlm_labels,
-        alpha, mlm_count,
+        alpha, mlm_count, pair_ids,
     ) -> dict[str, torch.Tensor]:  # fmt: skip
         terms: dict[str, torch.Tensor] = {}
         if self.objective == "clip":
             logits_per_text = logit_scale * text @ image.t()  # (N, N)
-            terms["contrastive_loss"] = image_text_contrastive_loss(logits_per_text)
+            terms["contrastive_loss"] = clip_loss(logits_per_text, pair_ids)
         else:
             aug_image = _required(aug_image, "aug_image_embeds", self.objective)
-            terms["contrastive_loss"] = mp_nce_loss(image, text, aug_image, logit_scale, aug_weight=1.0 - alpha)
+            terms["contrastive_loss"] = mp_nce_loss(
+                image, text, aug_image, logit_scale, aug_weight=1.0 - alpha, pair_ids=pair_ids
+            )
         loss = terms["contrastive_loss"]
 
         if self.uses_teacher:
@@ -233,17 +249,25 @@ class MCDLoss(nn.Module):
                 teacher_aug = _required(teacher_aug, "teacher_aug_image_embeds", "L_pos/L_neg")
             if self.use_pos:
                 terms["distill_pos_loss"] = distill_pos_loss(
-                    image, text, aug_image, teacher_image, teacher_text, teacher_aug, self.eps, self.distill_loss
+                    image,
+                    text,
+                    aug_image,
+                    teacher_image,
+                    teacher_text,
+                    teacher_aug,
+                    self.eps,
+                    self.distill_loss,
+                    pair_ids,
                 )
                 distill = distill + self.lambda_pos * terms["distill_pos_loss"]
             if self.use_neg:
                 terms["distill_neg_loss"] = distill_neg_loss(
-                    text, aug_image, teacher_text, teacher_aug, self.eps, self.distill_loss
+                    text, aug_image, teacher_text, teacher_aug, self.eps, self.distill_loss, pair_ids
                 )
                 distill = distill + self.lambda_neg * terms["distill_neg_loss"]
             if self.use_noisy:
                 terms["distill_noisy_loss"] = distill_noisy_loss(
-                    image, text, teacher_image, teacher_text, self.eps, self.distill_loss
+                    image, text, teacher_image, teacher_text, self.eps, self.distill_loss, pair_ids
                 )
                 distill = distill + self.lambda_noisy * terms["distill_noisy_loss"]
             terms["distill_loss"] = distill

@@ -27,6 +27,8 @@ from transformers.models.bert.modeling_bert import BertOnlyMLMHead
 from transformers.utils import ModelOutput
 
 from .configuration_mcd import MCDConfig
+from .conversion import load_state_exactly
+from .lora import add_student_adapters, effective_weights, freeze_base_weights, merged_student, peft_student
 from .objective import MCDLoss
 from .modeling_mcd import MCDModel, MCDPreTrainedModel, build_tower, encode_tower
 from .teacher import copy_params_, ema_update_, paired_parameters
@@ -77,6 +79,8 @@ class MCDForPreTraining(MCDPreTrainedModel):
         teacher_text (`str`, *optional*, defaults to `"stopgrad"`): the teacher-side text embedding v̄:
             `"stopgrad"` uses the student's v without gradient (the default, docs/method.md §Notation), `"ema"` keeps an EMA copy
             of the text tower and its projection.
+        peft_config (`peft.PeftConfig`, *optional*): adapters to put on the student (`modeling_mcd.lora`); how
+            `from_pretrained` rebuilds a LoRA run's checkpoint.
     """
 
     _tied_weights_keys = {
@@ -84,7 +88,9 @@ class MCDForPreTraining(MCDPreTrainedModel):
         "mlm_head.predictions.decoder.bias": "mlm_head.predictions.bias",
     }
 
-    def __init__(self, config: MCDConfig, loss_fn: MCDLoss | None = None, teacher_text: str = "stopgrad"):
+    def __init__(
+        self, config: MCDConfig, loss_fn: MCDLoss | None = None, teacher_text: str = "stopgrad", peft_config=None
+    ):
         super().__init__(config)
         if teacher_text not in TEACHER_TEXT_CHOICES:
             raise ValueError(f"teacher_text must be one of {TEACHER_TEXT_CHOICES}, got {teacher_text!r}")
@@ -98,6 +104,13 @@ class MCDForPreTraining(MCDPreTrainedModel):
         self.loss_fn = loss_fn if loss_fn is not None else MCDLoss()
         self.mcd = MCDModel(config)
         self.mlm_head = BertOnlyMLMHead(config.text_config)
+        # The decoder ties to the text tower's own word embeddings, wherever it keeps them (CLIP: `token_embedding`).
+        words = self.mcd.text_model.get_input_embeddings().weight
+        words_name = next(name for name, param in self.mcd.text_model.named_parameters() if param is words)
+        self._tied_weights_keys = {
+            **self._tied_weights_keys,
+            "mlm_head.predictions.decoder.weight": f"mcd.text_model.{words_name}",
+        }
 
         # The teacher towers mirror the student's structure; weights are copied from the student below.
         self.teacher_vision_model = build_tower(config.vision_config, config.vision_pooling)
@@ -108,6 +121,8 @@ class MCDForPreTraining(MCDPreTrainedModel):
         self.post_init()
         self._freeze_teacher()
         self.reset_teacher()
+        if peft_config is not None:
+            add_student_adapters(self, peft_config)
 
     @classmethod
     def _from_config(cls, config: MCDConfig, **kwargs) -> "MCDForPreTraining":
@@ -123,7 +138,10 @@ class MCDForPreTraining(MCDPreTrainedModel):
         """`PreTrainedModel.from_pretrained`, with the teacher frozen again: transformers' loading replaces every
         parameter by a new one with `requires_grad=True`, which would hand the teacher to the optimizer."""
         loaded = super().from_pretrained(*args, **kwargs)
-        (loaded[0] if isinstance(loaded, tuple) else loaded)._freeze_teacher()  # tuple with output_loading_info
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # a tuple with output_loading_info
+        model._freeze_teacher()
+        if peft_student(model) is not None:
+            freeze_base_weights(model)
         return loaded
 
     # -------------------------------------------------------------------------------------- teacher
@@ -143,11 +161,12 @@ class MCDForPreTraining(MCDPreTrainedModel):
             modules += [self.mcd.text_model, self.mcd.text_projection]
         return modules
 
-    def teacher_student_parameters(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """The teacher's parameters and the student's twins, paired by name (same order)."""
+    def teacher_student_parameters(self) -> tuple[list[nn.Parameter], list[torch.Tensor]]:
+        """The teacher's parameters and the student's twins, paired by name (same order). With adapters, a twin is the
+        student's effective weight, W + ΔW (`modeling_mcd.lora.effective_weights`), which the teacher follows."""
         teacher, student = [], []
         for t_module, s_module in zip(self.teacher_modules(), self._student_modules()):
-            t_params, s_params = paired_parameters(t_module, s_module)
+            t_params, s_params = paired_parameters(t_module, effective_weights(s_module))
             teacher += t_params
             student += s_params
         return teacher, student
@@ -244,6 +263,7 @@ class MCDForPreTraining(MCDPreTrainedModel):
         alpha: float = 0.0,
         embed_only: bool = False,
         with_teacher: bool = True,
+        pair_ids: torch.Tensor | None = None,
     ) -> MCDPreTrainingOutput:
         r"""
         Args:
@@ -258,6 +278,7 @@ class MCDForPreTraining(MCDPreTrainedModel):
                 over the cached embeddings of every micro-batch (`modeling_mcd.accumulation`).
             with_teacher (`bool`, *optional*, defaults to `True`): run the teacher when the objective needs it;
                 `False` when its embeddings are already cached.
+            pair_ids (`(B,)`, *optional*): the source of each row, handed to the loss (`MCDLoss.forward`).
 
         Returns:
             [`MCDPreTrainingOutput`]
@@ -329,6 +350,7 @@ class MCDForPreTraining(MCDPreTrainedModel):
             mlm_logits=mlm_logits,
             mlm_labels=mlm_targets,
             alpha=alpha,
+            pair_ids=pair_ids,
         )
         output.loss, output.losses, output.logit_scale = losses["loss"], losses, logit_scale.detach()
         return output
@@ -339,9 +361,7 @@ class MCDForPreTraining(MCDPreTrainedModel):
         """Wrap an existing `MCDModel` (e.g. built from pretrained towers): its weights become the student
         and the teacher starts as an exact copy of them; the MLM head is new."""
         model = cls(student.config, **kwargs)
-        missing, unexpected = model.mcd.load_state_dict(student.state_dict(), strict=False)
-        if unexpected or [k for k in missing if not k.endswith("position_ids")]:
-            raise RuntimeError(f"student weights do not fit: missing={missing}, unexpected={unexpected}")
+        load_state_exactly(model.mcd, student.state_dict())
         model.tie_weights()
         model.reset_teacher()
         return model
@@ -358,23 +378,21 @@ class MCDForPreTraining(MCDPreTrainedModel):
         params = [param for tower, _ in pairs for param in tower.parameters()]
         with _gathered_for_writing(params):
             for tower, source in pairs:
-                missing, unexpected = tower.load_state_dict(source.state_dict(), strict=False)
-                missing = [key for key in missing if not key.endswith("position_ids")]  # non-persistent buffers
+                state = source.state_dict()
                 if getattr(tower, "pooler", None) is None:  # built without its pooler: pooling is "cls" or "mean"
-                    unexpected = [key for key in unexpected if not key.startswith("pooler.")]
-                if missing or unexpected:
-                    raise RuntimeError(
-                        f"{type(source).__name__} weights do not fit the {type(tower).__name__} tower: "
-                        f"missing={missing}, unexpected={unexpected}"
-                    )
+                    state = {key: value for key, value in state.items() if not key.startswith("pooler.")}
+                load_state_exactly(tower, state)
         self.reset_teacher()
 
     def export_student(self) -> MCDModel:
-        """The inference model (docs/method.md §7): the student only, no teacher, no MLM head.
+        """The inference model (docs/method.md §7): the student only, no teacher, no MLM head. With adapters, a plain
+        `MCDModel` with the adapters merged into a copy (`modeling_mcd.lora.merged_student`).
 
         Under DeepSpeed ZeRO-3 each process holds only a shard of every weight, so the student is gathered
         into a new, whole `MCDModel` on every process: a collective, call it on all of them.
         """
+        if peft_student(self) is not None:
+            return merged_student(self)
         if not any(hasattr(param, "ds_id") for param in self.mcd.parameters()):
             return self.mcd
         import deepspeed

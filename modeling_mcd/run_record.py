@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # the training side is not needed to render a card or push a 
     from accelerate import Accelerator
     from transformers import TrainingArguments
 
-    from .arguments import DataArguments, MCDTrainingArguments, ModelArguments
+    from .arguments import DataArguments, ModelArguments
+    from .training_arguments import MCDTrainingArguments
 
 #: The repository the card's snippets load from until the model is pushed somewhere.
 DEFAULT_REPO_ID = "org/mcd-model"
@@ -230,7 +231,7 @@ def training_record(
 
     Args:
         training_args (`MCDTrainingArguments`, *optional*): objective, MLM, batch, learning rate.
-        model_args (`ModelArguments`, *optional*): the pretrained towers (`base_model`).
+        model_args (`ModelArguments`, *optional*): the pretrained model or towers (`base_model`).
         data_args (`DataArguments`, *optional*): the training data (description and Hub `datasets`).
         repo_id (`str`, *optional*): the Hub repository the card loads from.
         fields: any other [`TrainingRecord`] field (`steps`, `metrics`, `chance`, `splits`, `compute`, `command`,
@@ -245,7 +246,11 @@ def training_record(
             learning_rate=training_args.learning_rate,
         )
     if model_args is not None:
-        towers = (model_args.vision_model_name_or_path, model_args.text_model_name_or_path)
+        towers = (
+            model_args.init_model_name_or_path,
+            model_args.vision_model_name_or_path,
+            model_args.text_model_name_or_path,
+        )
         values["base_models"] = hub_ids(towers)
         values["from_scratch"] = not any(towers)
     if data_args is not None:

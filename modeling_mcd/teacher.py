@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -65,18 +65,21 @@ def build_teacher(student: nn.Module) -> nn.Module:
     return teacher.eval()
 
 
-def paired_parameters(teacher: nn.Module, student: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+def paired_parameters(
+    teacher: nn.Module, student: nn.Module | Mapping[str, torch.Tensor]
+) -> tuple[list[nn.Parameter], list[torch.Tensor]]:
     """The teacher's and the student's parameters, paired by name, in the same order.
 
     Args:
         teacher (`nn.Module`): the EMA copy.
-        student (`nn.Module`): the module it follows.
+        student (`nn.Module` or `Mapping[str, torch.Tensor]`): the module it follows, or its weights by name (an
+            adapted student's effective weights, `modeling_mcd.lora.effective_weights`).
 
     Returns:
         `(teacher_params, student_params)`: two lists where entry k of each has the same name.
     """
     teacher_named = dict(teacher.named_parameters())
-    student_named = dict(student.named_parameters())
+    student_named = dict(student) if isinstance(student, Mapping) else dict(student.named_parameters())
     for name in student_named:
         if name not in teacher_named:
             raise ValueError(f"student parameter `{name}` has no teacher counterpart")

@@ -21,16 +21,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import has_length
 from transformers.utils import is_sagemaker_mp_enabled, logging
 
 from .accumulation import FeatureCache, fill_feature_cache, set_rng_state
-from .arguments import MCDTrainingArguments
+from .training_arguments import MCDTrainingArguments
 from .augmentation import MCDViews
 from .checkpoints import save_checkpoint_atomically
 from .data import BAD_SAMPLE_REASONS, BadSampleCounter, KeyedSamples, KeyedStream, SeededCollator
 from .evaluation.tasks import RetrievalTask, ZeroShotTask, run_tasks
+from .lora import student_peft_config
 from .losses import progressive_alpha
 from .nonfinite import NonFiniteStepGuard
 from .pretraining import MCDForPreTraining, MCDPreTrainingOutput
@@ -210,7 +212,10 @@ class MCDTrainer(Trainer):
         if self.is_fsdp_enabled or is_sagemaker_mp_enabled():
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         target = _unwrap(model if model is not None else self.model)
-        loaded = type(target).from_pretrained(resume_from_checkpoint, teacher_text=target.teacher_text)
+        # A LoRA run's checkpoint holds adapted layers: the loaded model is built with the same adapters.
+        loaded = type(target).from_pretrained(
+            resume_from_checkpoint, teacher_text=target.teacher_text, peft_config=student_peft_config(target)
+        )
         target.load_state_dict(loaded.state_dict(), strict=True)
 
     # ----------------------------------------------------------------------------------------- loss
@@ -249,6 +254,7 @@ class MCDTrainer(Trainer):
             mlm_input_ids=inputs.get("mlm_input_ids"),
             mlm_labels=inputs.get("mlm_labels"),
             alpha=self.current_alpha(),
+            pair_ids=inputs.get("pair_ids"),
             **kwargs,
         )
 
@@ -294,6 +300,7 @@ class MCDTrainer(Trainer):
             mlm_labels=fresh.mlm_labels,
             alpha=self.current_alpha(),
             mlm_count=cache.mlm_count,
+            pair_ids=cache.pair_ids,
         )
         # Every replay's loss has the whole objective's gradient through its block; its reported value is a k-th of
         # the shared terms plus its own MLM share, so the step's summed loss is the objective's value.
@@ -389,6 +396,11 @@ class MCDTrainer(Trainer):
         local = torch.tensor([self._bad_samples.counts[r] for r in BAD_SAMPLE_REASONS], device=self.args.device)
         total = self.accelerator.reduce(local, reduction="sum") if self.args.world_size > 1 else local
         return dict(zip(BAD_SAMPLE_REASONS, (int(v) for v in total.tolist())))
+
+    def skipped_sample_rows(self) -> list[dict[str, Any]]:
+        """The rows skipped while training (`data.SkippedRow` records), from every process (a collective)."""
+        rows = list(self._bad_samples.rows.values())
+        return gather_object(rows) if self.args.world_size > 1 else rows
 
 
 __all__ = ["MCDTrainer", "TeacherEMACallback"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modeling_mcd.arguments import MCDTrainingArguments
+from modeling_mcd.training_arguments import MCDTrainingArguments
 from modeling_mcd.data import KeyedSamples, SeededCollator
 from modeling_mcd.objective import OBJECTIVES
 from modeling_mcd.pretraining import MCDForPreTraining
@@ -59,11 +59,17 @@ def _batches(count: int) -> list[dict]:
     return batches_of(ROWS // count)
 
 
-def _step(trainer: MCDTrainer, count: int) -> tuple[float, dict[str, torch.Tensor]]:
-    """One optimizer step's forward and backward, as the Trainer's loop runs it: the summed loss and the gradients."""
+def _step(trainer: MCDTrainer, count: int, pair_ids: list[int] | None = None) -> tuple[float, dict[str, torch.Tensor]]:
+    """One optimizer step's forward and backward, as the Trainer's loop runs it: the summed loss and the gradients.
+    `pair_ids` replace the rows' own (their row indices)."""
     model = trainer.model
     model.zero_grad()
-    batches, _ = trainer.get_batch_samples(iter(_batches(count)), count, trainer.args.device)
+    batches = _batches(count)
+    if pair_ids is not None:
+        for index, batch in enumerate(batches):
+            rows = batch["pair_ids"].shape[0]
+            batch["pair_ids"] = torch.tensor(pair_ids[index * rows : (index + 1) * rows])
+    batches, _ = trainer.get_batch_samples(iter(batches), count, trainer.args.device)
     loss = sum(trainer.training_step(model, batch).item() for batch in batches)
     return loss, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
@@ -77,6 +83,19 @@ def test_micro_batches_give_the_loss_and_gradients_of_one_batch(tmp_path, object
     for name, grad in reference.items():
         torch.testing.assert_close(grads[name], grad, rtol=1e-8, atol=1e-12, msg=name)
     assert reference["mcd.logit_scale"].abs() > 0 and any(g.abs().max() > 0 for g in reference.values())
+
+
+@pytest.mark.parametrize("objective", ["clip", "mcd"])
+def test_micro_batches_hand_the_whole_steps_pair_ids_to_the_loss(tmp_path, objective):
+    """Pair ids (two rows of one image, a placeholder) reach the loss of one batch and of every replay alike."""
+    pair_ids = [0, 1, 0, -1, 4, 5, 1, 7]
+    reference_loss, reference = _step(_trainer(tmp_path / "one", objective, 1), 1, pair_ids)
+    loss, grads = _step(_trainer(tmp_path / "acc", objective, MICRO_BATCHES), MICRO_BATCHES, pair_ids)
+    assert loss == pytest.approx(reference_loss, rel=1e-10)
+    for name, grad in reference.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-8, atol=1e-12, msg=name)
+    plain_loss, _ = _step(_trainer(tmp_path / "plain", objective, MICRO_BATCHES), MICRO_BATCHES)
+    assert plain_loss != pytest.approx(loss, rel=1e-6)  # the ids did change the objective
 
 
 def test_replay_draws_the_first_pass_dropout(tmp_path):

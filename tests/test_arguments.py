@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from modeling_mcd.arguments import DataArguments, MCDTrainingArguments, parse_run_args, yaml_to_flags
+from modeling_mcd.arguments import DataArguments, parse_run_args, yaml_to_flags
+from modeling_mcd.training_arguments import MCDTrainingArguments
 from modeling_mcd.configuration_mcd import POOLING_CHOICES
 from modeling_mcd.objective import OBJECTIVES
 
@@ -76,7 +77,9 @@ BAD_ARGUMENTS = [
 @pytest.mark.parametrize(("flags", "message"), BAD_ARGUMENTS)
 def test_invalid_arguments_fail_before_anything_runs_naming_the_flag(tmp_path, flags, message):
     recipe = tmp_path / "run.yaml"
-    recipe.write_text("do_train: true\nimage_size: 48\npatch_size: 8\nvision_hidden_size: 96\nvision_heads: 4\nmax_steps: 5\n")
+    recipe.write_text(
+        "do_train: true\nimage_size: 48\npatch_size: 8\nvision_hidden_size: 96\nvision_heads: 4\nmax_steps: 5\n"
+    )
     with pytest.raises(ValueError, match=re.escape(message)):
         parse_run_args([str(recipe), "--output_dir", str(tmp_path / "o"), *flags])
     assert not (tmp_path / "o").exists()  # nothing was written: no data read, no model built

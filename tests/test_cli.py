@@ -212,3 +212,30 @@ def test_bad_input_is_a_clear_error(model_dirs, data_dir, tmp_path, capsys):
     assert "no-such-set" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         build_parser().parse_args(["eval", "retrieval"])  # --model and --data are required
+
+
+def test_zero_shot_uses_every_image_and_names_what_it_cannot_read(model_dirs, tmp_path, capsys):
+    """ImageNet's validation file names (`ILSVRC2012_val_*.JPEG`), a corrupt image, an empty folder, class names
+    that do not match: every image counted and printed, every problem a clear `mcd: error:` line."""
+    folder = tmp_path / "val"
+    for k, name in enumerate(CLASSES):
+        (folder / name).mkdir(parents=True)
+        for i in range(4):
+            coloured_image(COLOURS[name], seed=10 * k + i).save(folder / name / f"ILSVRC2012_val_{4 * k + i:08d}.JPEG")
+    argv = ["eval", "zero-shot", "--model", str(model_dirs["mcd"]), "--data", str(folder)]
+    metrics = run_cli(tmp_path, argv)
+    assert metrics["num_samples"] == 12
+    assert f"mcd eval zero-shot: 12 images in 3 classes from {folder}" in capsys.readouterr().out
+
+    broken = folder / "green" / "ILSVRC2012_val_00000005.JPEG"
+    broken.write_bytes(broken.read_bytes()[:-60])  # a truncated JPEG
+    assert run_cli(tmp_path, argv)["num_samples"] == 11
+    assert f"11 images in 3 classes from {folder}; 1 unreadable skipped: {broken}: " in capsys.readouterr().out
+    assert main([*argv, "--on-bad-image", "raise"]) == 2
+    assert f"mcd: error: cannot read image {broken}: truncated" in capsys.readouterr().err
+
+    assert main([*argv, "--dataset", "cifar10"]) == 2
+    assert "mcd: error: 10 class names (--dataset cifar10) do not match the 3 classes of" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main([*argv[:-1], str(tmp_path / "empty")]) == 2
+    assert f"mcd: error: no images in {tmp_path / 'empty'}" in capsys.readouterr().err

@@ -120,3 +120,17 @@ def test_seeded_collator_masks_each_caption_from_its_own_key(tokenizer):
     assert all(SAMPLE_KEY not in example for example in seen["examples"]) and len(seen["examples"]) == 2
     assert seen["seeds"] == [derive_seed(3, 2, 5, MLM_STREAM), derive_seed(3, 2, 1, MLM_STREAM)]
     assert not torch.equal(collator([keyed[i] for i in range(6)])["mlm_input_ids"], batch["mlm_input_ids"])
+
+
+def test_collator_stacks_pair_ids_and_merges_the_skipped_records(tokenizer):
+    examples = examples_for(["a cat", "a dog", "a bird"])
+    assert "pair_ids" not in MCDCollator(tokenizer)(examples)  # samples without pair ids (a plain stream)
+    records = [{"reason": "corrupt", "row": 4}, {"reason": "corrupt", "row": 9}, {"reason": "truncated", "row": 5}]
+    for example, pair_id, skipped in zip(
+        examples, (3, -1, 3), ({"corrupt": records[:1]}, {"corrupt": records[1:2], "truncated": records[2:]}, {})
+    ):
+        example.update(pair_id=pair_id, skipped=skipped)
+    batch = MCDCollator(tokenizer)(examples)
+    assert batch["pair_ids"].dtype == torch.long and batch["pair_ids"].tolist() == [3, -1, 3]
+    assert batch["bad_samples"] == {"corrupt": records[:2], "truncated": records[2:]}
+    assert "pair_ids" not in MCDCollator(tokenizer)([examples[0], examples_for(["a fish"])[0]])

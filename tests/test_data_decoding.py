@@ -1,6 +1,6 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
-"""Tests of modeling_mcd.data.decoding: image decoding and mode conversion, captions, the bad-sample reasons,
-`SampleDecoder`'s arguments and `BadSampleCounter`."""
+"""Tests of modeling_mcd.data.decoding: image decoding and mode conversion, captions, the bad-sample reasons and
+`SampleDecoder`'s arguments."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 
 from modeling_mcd.data import (
-    BadSampleCounter,
     BadSampleError,
     SampleDecoder,
     decode_image,
@@ -130,12 +129,3 @@ def test_validate_caption():
 def test_sample_decoder_checks_its_arguments(field, kwargs):
     with pytest.raises(ValueError, match=field):
         SampleDecoder(**{"image_size": SIZE, **kwargs})
-
-
-def test_bad_sample_counter():
-    counter = BadSampleCounter()
-    assert counter.total == 0 and counter.summary() == "0 bad samples skipped"
-    for skipped in ({"corrupt": 2}, {}, {"missing_file": 1, "corrupt": 1}, {"empty_caption": 0}):
-        counter.update(skipped)
-    assert counter.as_dict() == {"corrupt": 3, "missing_file": 1}
-    assert counter.summary() == "4 bad samples skipped (corrupt=3, missing_file=1)"

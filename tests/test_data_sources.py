@@ -83,7 +83,8 @@ def test_table_files_resolve_paths_relative_to_the_file(tmp_path, monkeypatch, k
         source, image_column="path", caption_column="text", streaming=streaming, cache_dir=str(tmp_path / "cache")
     )
     assert isinstance(dataset, datasets.IterableDataset if streaming else datasets.Dataset)
-    assert_rows_decode_to(dataset, ["cap 0", "cap 1", "cap 2", "absolute"], [0, 1, 2, 9])
+    # Caption files are read row by row (tests/test_data_text_files.py): each caption becomes a list of captions.
+    assert_rows_decode_to(dataset, [["cap 0"], ["cap 1"], ["cap 2"], ["absolute"]], [0, 1, 2, 9])
 
 
 def test_missing_column_names_it_and_lists_the_columns(tmp_path):
@@ -124,6 +125,13 @@ def test_webdataset_shards(tmp_path, streaming):
     assert [sample["caption"] for sample in samples] == [f"caption {k}" for k in (0, 1, 2, 4)]
     for k, sample in zip((0, 1, 2, 4), samples):
         assert torch.equal(sample["pixel_values"], expected_pixels(k))
-    assert [sample["skipped"] for sample in samples] == [{}, {}, {}, {"not_an_image": 1}]
-    with pytest.raises(BadSampleError, match=r"sample 3 of the stream \(.*shard-01.tar/0003.png\)"):
+    assert [{k: len(v) for k, v in sample["skipped"].items()} for sample in samples] == [
+        {},
+        {},
+        {},
+        {"not_an_image": 1},
+    ]
+    (record,) = samples[3]["skipped"]["not_an_image"]
+    assert record["row"] == 3 and record["file"].endswith("shard-01.tar/0003.png") and record["column"] == "image"
+    with pytest.raises(BadSampleError, match=r"not_an_image: row 3 \(.*shard-01.tar/0003.png\), column 'image'"):
         list(IterableImageTextDataset(dataset, SIZE, on_bad_sample="raise"))

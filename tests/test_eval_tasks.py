@@ -68,6 +68,26 @@ def test_tasks_are_named_after_their_data_and_keep_every_test_image(eval_files):
     assert task_splits(build_eval_tasks(zero_shot_folder=str(folder.parent / "all"))) == {"all_zero_shot": None}
 
 
+def test_the_in_training_zero_shot_folder_uses_every_readable_image(tmp_path, caplog):
+    """As `mcd eval`: file names with a split word are images like any other, a corrupt one is left out and named
+    (or stops the run), and the count is logged."""
+    folder = tmp_path / "imagenet" / "val"
+    for k, wnid in enumerate(["n01440764", "n01443537"]):
+        for i in range(5):
+            _png(folder / wnid / f"ILSVRC2012_val_{5 * k + i + 1:08d}.JPEG", seed=k * 5 + i)
+    broken = folder / "n01443537" / "ILSVRC2012_val_00000007.JPEG"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n and then nothing")
+    with caplog.at_level("INFO"):
+        (task,) = build_eval_tasks(zero_shot_folder=str(folder))
+    assert len(task.images) == 9 and list(task.labels) == [0] * 5 + [1] * 4
+    assert broken not in task.images.paths and (task.name, task.split) == ("imagenet", "val")
+    assert f"9 images in 2 classes from {folder}; 1 unreadable skipped: {broken}: not_an_image" in caplog.text
+    capped = build_eval_tasks(zero_shot_folder=str(folder), max_samples=4)[0]
+    assert len(capped.images) == 4 and set(capped.images.paths) <= set(task.images.paths)  # still undecoded
+    with pytest.raises(ValueError, match=f"cannot read image {broken}"):
+        build_eval_tasks(zero_shot_folder=str(folder), on_bad_image="raise")
+
+
 def test_run_reports_every_metric_that_has_a_chance_level(eval_files, tiny_model):
     folder, captions = eval_files
     tasks = build_eval_tasks(

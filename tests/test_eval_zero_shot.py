@@ -160,16 +160,75 @@ def test_image_folder_with_display_names_in_folders_json_order(tmp_path):
     (root / "classnames.json").write_text(json.dumps(["dog", "cat"]))
     (root / "folders.json").write_text(json.dumps(folders))
     data = load_labelled_images(root / "test")
-    # imagefolder labels are sorted folder names: 0 = n01 (3 images, "cat"), 1 = n02 (2 images, "dog").
+    # labels are the sorted folder names: 0 = n01 (3 images, "cat"), 1 = n02 (2 images, "dog").
     assert data.classnames == ["cat", "dog"]
-    assert sorted(data.labels.tolist()) == [0, 0, 0, 1, 1]
+    assert data.labels.tolist() == [0, 0, 0, 1, 1] and data.num_classes == 2
     assert len(data.images) == 5
+    assert load_labelled_images(root, split="test").labels.tolist() == [0, 0, 0, 1, 1]  # a split folder
 
-    with pytest.raises(ValueError, match="has splits \\['train'\\]"):
+    with pytest.raises(ValueError, match=r"has no split folder 'validation'; its folders are \['n01', 'n02'\]"):
         load_labelled_images(root / "test", split="validation")
+    with pytest.raises(ValueError, match=r"holds split folders \['test'\], not class folders: choose one"):
+        load_labelled_images(root)
     (root / "classnames.json").write_text(json.dumps(["dog"]))
     with pytest.raises(ValueError, match="classnames.json"):
         load_labelled_images(root / "test")
+
+
+def ilsvrc_folder(root, per_class: int = 4) -> dict:
+    """ImageNet's validation layout: `<wnid>/ILSVRC2012_val_<8 digits>.JPEG`, upper-case extension."""
+    files = {}
+    for k, wnid in enumerate(["n01440764", "n01443537", "n01484850"]):
+        (root / wnid).mkdir(parents=True)
+        for i in range(per_class):
+            number = k * per_class + i + 1
+            path = root / wnid / f"ILSVRC2012_val_{number:08d}.JPEG"
+            Image.new("RGB", (9, 7), (30 * k, 20 * i, 90)).save(path, "JPEG")
+            files[path] = k
+    return files
+
+
+def test_a_class_folder_is_exactly_its_files_whatever_their_names(tmp_path):
+    """`datasets`' imagefolder kept 134 of 1,000 such files: "val" in a file name read as a split."""
+    files = ilsvrc_folder(tmp_path / "val")
+    (tmp_path / "val" / "n01443537" / "LOC_synset_mapping.txt").write_text("not an image")
+    (tmp_path / "val" / "n01484850" / "more").mkdir()
+    extra = tmp_path / "val" / "n01484850" / "more" / "ILSVRC2012_val_00000099.png"
+    Image.new("RGB", (9, 7)).save(extra)  # nested and of another format: still its class's image
+    files[extra] = 2
+    data = load_labelled_images(tmp_path / "val")
+    assert sorted(map(str, data.images.paths)) == sorted(map(str, files))
+    assert {str(p): label for p, label in zip(data.images.paths, data.labels.tolist())} == {
+        str(p): k for p, k in files.items()
+    }
+    assert data.classnames == ["n01440764", "n01443537", "n01484850"] and data.skipped == []
+    assert data.describe("val") == "13 images in 3 classes from val"
+
+
+def test_a_corrupt_image_is_skipped_and_named_or_raises(tmp_path):
+    files = ilsvrc_folder(tmp_path / "val")
+    broken = next(iter(files))
+    broken.write_bytes(broken.read_bytes()[:40])  # a truncated JPEG
+    data = load_labelled_images(tmp_path / "val")
+    assert len(data.images) == len(files) - 1 and broken not in data.images.paths
+    assert data.labels.tolist() == [k for path, k in files.items() if path != broken]
+    (skipped,) = data.skipped
+    assert skipped.startswith(f"{broken}: ") and "skipped" in data.describe("val")
+    with pytest.raises(ValueError, match=f"cannot read image {broken}"):
+        load_labelled_images(tmp_path / "val", on_bad_image="raise")
+
+
+def test_empty_and_unusable_folders_are_clear_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"no images in .*empty: expected <class>/<image> files \(0 class folders\)"):
+        load_labelled_images(tmp_path / "empty")
+    (tmp_path / "classes" / "cat").mkdir(parents=True)
+    (tmp_path / "classes" / "cat" / "notes.txt").write_text("no image here")
+    with pytest.raises(ValueError, match=r"no images in .*classes"):
+        load_labelled_images(tmp_path / "classes")
+    Image.new("RGB", (3, 3)).save(tmp_path / "classes" / "stray.png")
+    with pytest.raises(ValueError, match="1 images outside class folders"):
+        load_labelled_images(tmp_path / "classes")
 
 
 def test_shared_cifar10_matches_its_clip_prompts():

@@ -13,7 +13,7 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModel, VisionTextDualEncoderModel
 
-from modeling_mcd.arguments import MCDTrainingArguments
+from modeling_mcd.training_arguments import MCDTrainingArguments
 from modeling_mcd.cli import main as mcd
 from modeling_mcd.hub import HubTarget, check_inference_folder
 from modeling_mcd.model_card import DEFAULT_TEMPLATE, eval_results, load_results, render_model_card, write_model_card

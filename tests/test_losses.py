@@ -9,8 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from transformers.models.clip.modeling_clip import image_text_contrastive_loss
+
 from conftest import EMBED_DIM, EMBED_ROWS, unit
 from modeling_mcd.losses import (
+    clip_loss,
     distill_neg_loss,
     distill_noisy_loss,
     distill_pos_loss,
@@ -20,6 +23,7 @@ from modeling_mcd.losses import (
     pairwise_distance,
     progressive_alpha,
 )
+from modeling_mcd.pairs import PADDING_PAIR_ID
 
 N, D = EMBED_ROWS, EMBED_DIM
 
@@ -50,15 +54,19 @@ def ref_unified(u, v, aug, scale):
     return rows, sim
 
 
-def ref_mp_nce(u, v, aug, scale: float, aug_weight: float) -> float:
+def ref_mp_nce(u, v, aug, scale: float, aug_weight: float, ids: list[int] | None = None) -> float:
+    """With `ids`, rows of one id are no negatives of each other and rows of a negative id take no part."""
     n = len(u)
+    ids = list(range(n)) if ids is None else ids
     rows, sim = ref_unified(u, v, aug, scale)
     total, weight_sum = 0.0, 0.0
     for e in range(3 * n):
+        if ids[e % n] < 0:
+            continue
         for p in range(3 * n):
             if p == e or p % n != e % n:
                 continue
-            negatives = sum(math.exp(sim[e][q]) for q in range(3 * n) if q % n != e % n)
+            negatives = sum(math.exp(sim[e][q]) for q in range(3 * n) if ids[q % n] >= 0 and ids[q % n] != ids[e % n])
             term = -math.log(math.exp(sim[e][p]) / (math.exp(sim[e][p]) + negatives))
             w = aug_weight if (e // n == 2 or p // n == 2) else 1.0
             total += w * term
@@ -78,8 +86,26 @@ def ref_supcon(u, v, aug, scale: float) -> float:
     return total / (3 * n)
 
 
-def ref_anchored(anchor, other, t_anchor, t_other, eps, kind) -> float:
+def ref_pos(e: dict, eps: float, kind: str, rows) -> float:
+    """L_pos: the mean over `rows` of the log-ratio of d(v_i, u_i) / d(v_i, ũ_i), student against teacher."""
+    terms = [
+        ref_log_ratio(
+            ref_distance(e["text"][i], e["image"][i]),
+            ref_distance(e["text"][i], e["aug"][i]),
+            ref_distance(e["t_text"][i], e["t_image"][i]),
+            ref_distance(e["t_text"][i], e["t_aug"][i]),
+            eps,
+            kind,
+        )
+        for i in rows
+    ]
+    return sum(terms) / len(terms)
+
+
+def ref_anchored(anchor, other, t_anchor, t_other, eps, kind, ids: list[int] | None = None) -> float:
+    """Over every i and j ≠ i; with `ids`, over the real rows i, j of different ids."""
     n = len(anchor)
+    ids = list(range(n)) if ids is None else ids
     terms = [
         ref_log_ratio(
             ref_distance(anchor[i], other[i]),
@@ -91,7 +117,7 @@ def ref_anchored(anchor, other, t_anchor, t_other, eps, kind) -> float:
         )
         for i in range(n)
         for j in range(n)
-        if j != i
+        if ids[i] >= 0 and ids[j] >= 0 and ids[j] != ids[i]
     ]
     return sum(terms) / len(terms)
 
@@ -174,19 +200,8 @@ def test_log_ratio_loss_rejects_unknown_kind():
 @pytest.mark.parametrize("kind", ["l2", "smooth_l1"])
 def test_distill_terms_match_loops(embeds, kind):
     e = embeds
-    pos_terms = [
-        ref_log_ratio(
-            ref_distance(e["text"][i], e["image"][i]),
-            ref_distance(e["text"][i], e["aug"][i]),
-            ref_distance(e["t_text"][i], e["t_image"][i]),
-            ref_distance(e["t_text"][i], e["t_aug"][i]),
-            1e-6,
-            kind,
-        )
-        for i in range(N)
-    ]
     pos = distill_pos_loss(e["image"], e["text"], e["aug"], e["t_image"], e["t_text"], e["t_aug"], 1e-6, kind)
-    assert pos.item() == pytest.approx(sum(pos_terms) / N, rel=1e-8)
+    assert pos.item() == pytest.approx(ref_pos(e, 1e-6, kind, range(N)), rel=1e-8)
     neg = distill_neg_loss(e["text"], e["aug"], e["t_text"], e["t_aug"], 1e-6, kind)
     assert neg.item() == pytest.approx(ref_anchored(e["aug"], e["text"], e["t_aug"], e["t_text"], 1e-6, kind), rel=1e-8)
     noisy = distill_noisy_loss(e["image"], e["text"], e["t_image"], e["t_text"], 1e-6, kind)
@@ -254,3 +269,84 @@ def test_progressive_alpha():
         progressive_alpha(1, 10, "linear")
     with pytest.raises(ValueError, match="total_steps"):
         progressive_alpha(1, 0)
+
+
+# ---- pair ids -----------------------------------------------------------------------------------
+# Rows 0 and 2 come from one image (a duplicate, or two captions of it), row 3 is a placeholder (a sample found bad
+# while decoding); rows 1 and 4 are pairs of their own.
+PAIR_IDS = torch.tensor([7, 3, 7, -1, 12])
+
+
+def ref_clip_with_ids(logits: torch.Tensor, ids: list[int]) -> float:
+    """Mean over both directions of -log softmax of the row's own column, the other columns of its pair and every
+    placeholder column left out; placeholder rows are no anchors."""
+    n = len(ids)
+
+    def direction(sim) -> float:
+        terms = []
+        for i in range(n):
+            if ids[i] < 0:
+                continue
+            kept = [j for j in range(n) if j == i or (ids[j] >= 0 and ids[j] != ids[i])]
+            terms.append(-float(sim[i][i]) + math.log(sum(math.exp(float(sim[i][j])) for j in kept)))
+        return sum(terms) / len(terms)
+
+    return (direction(logits) + direction(logits.t())) / 2
+
+
+def _pair_terms(e: dict, pair_ids, kind: str = "l2", aug_weight: float = 0.6) -> torch.Tensor:
+    scale = torch.tensor(3.7, dtype=torch.float64)
+    return torch.stack(
+        [
+            mp_nce_loss(e["image"], e["text"], e["aug"], scale, aug_weight, pair_ids=pair_ids),
+            clip_loss(3.7 * e["text"] @ e["image"].t(), pair_ids),
+            distill_pos_loss(
+                e["image"], e["text"], e["aug"], e["t_image"], e["t_text"], e["t_aug"], 1e-6, kind, pair_ids
+            ),
+            distill_neg_loss(e["text"], e["aug"], e["t_text"], e["t_aug"], 1e-6, kind, pair_ids),
+            distill_noisy_loss(e["image"], e["text"], e["t_image"], e["t_text"], 1e-6, kind, pair_ids),
+        ]
+    )
+
+
+def test_all_distinct_pair_ids_give_exactly_the_plain_loss(embeds):
+    plain = _pair_terms(embeds, None)
+    assert plain[1] == image_text_contrastive_loss(3.7 * embeds["text"] @ embeds["image"].t())
+    distinct = torch.tensor([40, 2, 9, 0, 17])  # any distinct non-negative ids, in any order
+    assert torch.equal(_pair_terms(embeds, distinct), plain)
+
+
+@pytest.mark.parametrize("kind", ["l2", "smooth_l1"])
+def test_pair_ids_match_loops(embeds, kind):
+    e, ids = embeds, PAIR_IDS.tolist()
+    got = _pair_terms(e, PAIR_IDS, kind)
+    expected = [
+        ref_mp_nce(e["image"], e["text"], e["aug"], 3.7, 0.6, ids),
+        ref_clip_with_ids(3.7 * e["text"] @ e["image"].t(), ids),
+        ref_pos(e, 1e-6, kind, [i for i in range(N) if ids[i] >= 0]),
+        ref_anchored(e["aug"], e["text"], e["t_aug"], e["t_text"], 1e-6, kind, ids),
+        ref_anchored(e["text"], e["image"], e["t_text"], e["t_image"], 1e-6, kind, ids),
+    ]
+    assert got.tolist() == pytest.approx(expected, rel=1e-9)
+    # The ids do change every term: the same rows as pairs of their own give other values.
+    assert not torch.isclose(got, _pair_terms(e, None, kind)).any()
+
+
+def test_a_placeholder_row_takes_no_part(embeds):
+    """Whatever the towers make of a placeholder row (a skipped sample's blank image and empty caption), no term
+    changes; and a batch of placeholders only gives 0 with finite gradients."""
+    other = {k: v.clone() for k, v in embeds.items()}
+    for k in other:
+        other[k][3] = unit(D, seed=20 + len(k))
+    torch.testing.assert_close(_pair_terms(other, PAIR_IDS), _pair_terms(embeds, PAIR_IDS), rtol=1e-12, atol=0)
+
+    student = {k: embeds[k].clone().requires_grad_(True) for k in ("image", "text", "aug")}
+    terms = _pair_terms({**embeds, **student}, torch.full((N,), PADDING_PAIR_ID))
+    assert torch.equal(terms, torch.zeros(5, dtype=torch.float64))
+    terms.sum().backward()
+    assert all(torch.isfinite(leaf.grad).all() for leaf in student.values())
+
+
+def test_pair_ids_must_give_one_id_per_row(embeds):
+    with pytest.raises(ValueError, match=r"pair_ids must have shape \(5,\)"):
+        _pair_terms(embeds, PAIR_IDS[:4])

@@ -10,6 +10,7 @@ from transformers.models.clip.modeling_clip import image_text_contrastive_loss
 from conftest import EMBED_ROWS as N
 from conftest import fixed_pretraining_batch, tiny_config
 from modeling_mcd.losses import (
+    clip_loss,
     distill_neg_loss,
     distill_noisy_loss,
     distill_pos_loss,
@@ -100,6 +101,33 @@ def test_mcd_loss_ablation_rows_sum_their_terms(loss_inputs, objective, switches
     if distill_terms:
         torch.testing.assert_close(terms["distill_loss"], distill)
     torch.testing.assert_close(terms["loss"], contrastive + 0.7 * distill + 0.4 * mlm)
+
+
+@pytest.mark.parametrize("objective", ["clip", "mpnce", "mcd"])
+def test_mcd_loss_hands_pair_ids_to_every_term(loss_inputs, objective):
+    """Pair ids reach the contrastive and every distillation term (their masking is tested in test_losses.py);
+    all-distinct ids are the plain objective, bit for bit."""
+    x = loss_inputs
+    pair_ids = torch.tensor([4, 1, 4, -1, 0])
+    terms = MCDLoss(objective, **WEIGHTS)(**x, pair_ids=pair_ids)
+    plain = MCDLoss(objective, **WEIGHTS)(**x)
+    assert MCDLoss(objective, **WEIGHTS)(**x, pair_ids=torch.tensor([9, 2, 5, 0, 1])) == plain
+    if objective == "clip":
+        expected = clip_loss(5.0 * x["text_embeds"] @ x["image_embeds"].t(), pair_ids)
+    else:
+        args = (x["image_embeds"], x["text_embeds"], x["aug_image_embeds"], x["logit_scale"])
+        expected = mp_nce_loss(*args, aug_weight=0.75, pair_ids=pair_ids)
+    torch.testing.assert_close(terms["contrastive_loss"], expected)
+    if objective == "mcd":
+        teacher = (x["teacher_image_embeds"], x["teacher_text_embeds"], x["teacher_aug_image_embeds"])
+        student = (x["image_embeds"], x["text_embeds"], x["aug_image_embeds"])
+        pos = distill_pos_loss(*student, *teacher, pair_ids=pair_ids)
+        neg = distill_neg_loss(x["text_embeds"], x["aug_image_embeds"], *teacher[1:], pair_ids=pair_ids)
+        noisy = distill_noisy_loss(*student[:2], *teacher[:2], pair_ids=pair_ids)
+        for name, value in (("pos", pos), ("neg", neg), ("noisy", noisy)):
+            torch.testing.assert_close(terms[f"distill_{name}_loss"], value)
+            assert not torch.isclose(value, plain[f"distill_{name}_loss"])
+    assert not torch.isclose(terms["contrastive_loss"], plain["contrastive_loss"])
 
 
 def test_mcd_loss_default_teacher_text_is_stopgrad_student_text(loss_inputs):

@@ -6,8 +6,10 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,8 +22,11 @@ from PIL import Image
 from transformers import AutoModel, AutoProcessor, AutoTokenizer, pipeline
 
 from modeling_mcd import MCDModel
+from modeling_mcd.data import BadSampleError, ImageTextDataset
 from modeling_mcd.evaluation import load_model_and_processor
+from modeling_mcd.pairs import PADDING_PAIR_ID
 
+from _bad_corpus import write_bad_corpus
 from conftest import EXPORTED_FILES, files_containing, install_fake_hub, remote_code_report, training_only_keys
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -354,3 +359,125 @@ def test_push_to_hub_needs_a_repo_id_before_training(tmp_path):
     with pytest.raises(ValueError, match="--hub_model_id"):
         run_mcd.main(TINY_RUN + ["--output_dir", str(tmp_path / "o"), "--push_to_hub", "true"])
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_pickled_files_in_a_run_folder_are_the_trainers_own_never_weights(pushed_run):
+    """Weights are written as safetensors only; the Trainer's resume state (optimizer, scheduler, RNG, arguments) is
+    its own business (tests/test_security.py: nothing of this package unpickles a file)."""
+    pickled = sorted(p.name for p in pushed_run.out.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl"))
+    assert set(pickled) <= {"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth"}
+    assert "training_args.bin" in pickled  # the check saw the checkpoint
+    assert (pushed_run.out / "checkpoint-3" / "model.safetensors").is_file()
+
+
+ENV_TOKEN = "hf_EnvironmentTokenThatMustNeverBeWritten"
+
+
+@pytest.mark.slow
+def test_a_token_in_the_environment_is_written_and_logged_nowhere(tmp_path, monkeypatch):
+    """`HF_TOKEN` (huggingface_hub's own lookup, no --hub_token): not in a log line, a printed line, the run folder
+    (checkpoint included), the card or the pushed repository."""
+    run_mcd = _load_script()
+    monkeypatch.setenv("HF_TOKEN", ENV_TOKEN)
+    hub = install_fake_hub(monkeypatch, tmp_path / "hub")
+    out = tmp_path / "run"
+    args = TINY_RUN + ["--output_dir", str(out), "--eval_max_samples", "6", "--log_level", "info", "--save_steps", "3"]
+    args[args.index("--save_strategy") + 1] = "steps"
+    capture, printed = _Capture(), io.StringIO()
+    loggers = [logging.getLogger(), logging.getLogger("run_mcd"), logging.getLogger("transformers")]
+    for logger in loggers:
+        logger.addHandler(capture)
+    try:
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+            run_mcd.main(args + ["--push_to_hub", "true", "--hub_model_id", "org/env"])
+    finally:
+        for logger in loggers:
+            logger.removeHandler(capture)
+    assert [call["repo_id"] for call in hub.named("upload_folder")] == ["org/env"]  # the push did happen
+    assert (out / "checkpoint-3" / "training_args.bin").is_file()
+    assert files_containing(out, ENV_TOKEN) == [] and files_containing(hub.root, ENV_TOKEN) == []
+    output = "\n".join(capture.lines) + printed.getvalue()
+    assert "pushed the inference model" in output and ENV_TOKEN not in output
+
+
+# ------------------------------------------------------------------------------------------- bad data
+def _corpus_args(corpus, out) -> list[str]:
+    """The tiny run on the hostile corpus: two whole epochs, the last short batch kept, no synthetic evaluation."""
+    args = TINY_RUN + ["--output_dir", str(out), "--dataset", corpus.path, "--eval_synthetic", "false"]
+    args[args.index("--max_steps") + 1] = "-1"
+    return args + ["--num_train_epochs", "2", "--dataloader_drop_last", "false"]
+
+
+@pytest.fixture(scope="module")
+def corpus_run(tmp_path_factory):
+    """A run on `_bad_corpus.write_bad_corpus` that records every sample the Trainer asks for: (row, pair id)."""
+    run_mcd = _load_script()
+    root = tmp_path_factory.mktemp("corpus_run")
+    corpus = write_bad_corpus(root)
+    requests = []
+
+    class RecordingDataset(ImageTextDataset):
+        def __getitem__(self, index):
+            sample = super().__getitem__(index)
+            requests.append((int(self.indices[index]), sample["pair_id"]))
+            return sample
+
+    capture = _Capture()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            run_mcd, "image_text_dataset", lambda rows, size, **kwargs: RecordingDataset(rows, size, **kwargs)
+        )
+        logging.getLogger().addHandler(capture)
+        try:
+            run_mcd.main(_corpus_args(corpus, root / "run"))
+        finally:
+            logging.getLogger().removeHandler(capture)
+    return SimpleNamespace(corpus=corpus, out=root / "run", requests=requests, log="\n".join(capture.lines))
+
+
+@pytest.mark.slow
+def test_a_run_on_a_hostile_corpus_trains_every_good_row_exactly_once_per_epoch(corpus_run):
+    corpus, requests = corpus_run.corpus, corpus_run.requests
+    usable = len(corpus.good) + len(corpus.decode_bad)  # the rows not known bad before training
+    assert len(requests) == 2 * usable  # two epochs: nothing more was read
+    for epoch in (requests[:usable], requests[usable:]):
+        # A caption file has one row a line: row r is line r + 1.
+        trained = sorted(row + 1 for row, pair_id in epoch if pair_id != PADDING_PAIR_ID)
+        placeholders = sorted(row + 1 for row, pair_id in epoch if pair_id == PADDING_PAIR_ID)
+        assert trained == sorted(corpus.good)  # every good row once, no bad row, no row twice
+        assert placeholders == sorted(corpus.decode_bad)  # rows found bad when decoded: seen by no loss term
+
+
+@pytest.mark.slow
+def test_a_run_on_a_hostile_corpus_logs_and_saves_every_skipped_row(corpus_run):
+    corpus = corpus_run.corpus
+    saved = [json.loads(line) for line in (corpus_run.out / "skipped_samples.jsonl").read_text().splitlines()]
+    assert {record["file"] for record in saved} == {corpus.path}
+    assert {record["line"]: (record["reason"], record["column"]) for record in saved} == corpus.bad
+    assert len(saved) == len(corpus.bad)  # each row once, though the decode-time ones were met in both epochs
+    counts = ", ".join(f"{reason}={n}" for reason, n in sorted(Counter(r for r, _ in corpus.bad.values()).items()))
+    assert f"{len(corpus.bad)} rows of the training data were skipped ({counts})" in corpus_run.log
+    assert f"skipping {corpus.path}:2: empty_line: an empty line" in corpus_run.log  # row by row, at warning level
+    truncated = next(line for line, (reason, _) in corpus.bad.items() if reason == "truncated")
+    assert f"skipping {corpus.path}:{truncated}, column 'image': truncated: " in corpus_run.log
+    assert (corpus_run.out / "mcd-model" / "model.safetensors").is_file()  # the run completed
+
+
+@pytest.mark.slow
+def test_with_raise_the_first_bad_row_stops_the_run_naming_its_place(tmp_path):
+    run_mcd = _load_script()
+    corpus = write_bad_corpus(tmp_path)
+    with pytest.raises(BadSampleError, match=rf"^empty_line: {re.escape(corpus.path)}:2: an empty line$"):
+        run_mcd.main(_corpus_args(corpus, tmp_path / "run") + ["--on_bad_sample", "raise"])
+    # A row found bad only when decoded stops the run when it is met.
+    lines = Path(corpus.path).read_bytes().split(b"\n")
+    truncated = next(line for line, (reason, _) in corpus.bad.items() if reason == "truncated")
+    keep = [line for line in corpus.good] + [truncated]
+    (tmp_path / "data" / "only.jsonl").write_bytes(b"\n".join(lines[line - 1].lstrip(b"\xef\xbb\xbf") for line in keep))
+    where = rf"{re.escape(str(tmp_path / 'data' / 'only.jsonl'))}:{len(keep)}, column 'image'"
+    with pytest.raises(BadSampleError, match=rf"^truncated: {where}: .*cut.jpg"):
+        run_mcd.main(
+            _corpus_args(corpus, tmp_path / "run2")
+            + ["--dataset", str(tmp_path / "data" / "only.jsonl"), "--on_bad_sample", "raise"]
+        )

@@ -17,7 +17,7 @@ from modeling_mcd.data import ImageTextDataset, MCDCollator
 from modeling_mcd.losses import progressive_alpha
 from modeling_mcd.pretraining import MCDForPreTraining
 from modeling_mcd.teacher import momentum_at
-from modeling_mcd.arguments import MCDTrainingArguments
+from modeling_mcd.training_arguments import MCDTrainingArguments
 from modeling_mcd.trainer import MCDTrainer
 
 from conftest import tiny_config, tiny_tokenizer

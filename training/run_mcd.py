@@ -32,13 +32,15 @@ import transformers
 from transformers import set_seed
 
 from modeling_mcd import MCDProcessor
-from modeling_mcd.arguments import SYNTHETIC, DataArguments, MCDTrainingArguments, parse_run_args
+from modeling_mcd.arguments import SYNTHETIC, DataArguments, parse_run_args
+from modeling_mcd.training_arguments import MCDTrainingArguments
 from modeling_mcd.builder import build_pretraining_model, caption_corpus, load_tokenizer
 from modeling_mcd.checkpoints import last_checkpoint
-from modeling_mcd.data import MCDCollator, image_text_dataset, load_image_text_dataset
+from modeling_mcd.data import MCDCollator, image_text_dataset, load_image_text_dataset, save_skipped_samples
 from modeling_mcd.evaluation.report import format_metrics
 from modeling_mcd.evaluation.tasks import build_eval_tasks, chance_levels, run_tasks, task_splits
 from modeling_mcd.hub import HubTarget, push_model
+from modeling_mcd.lora import peft_student, save_adapters
 from modeling_mcd.model_card import write_model_card
 from modeling_mcd.run_record import compute_record, recipe_record, training_record
 from modeling_mcd.synthetic import SyntheticConfig, load_synthetic_dataset, synthetic_pairs
@@ -71,6 +73,7 @@ def load_pairs(data_args: DataArguments, synthetic: SyntheticConfig, with_valida
         image_column=data_args.image_column,
         caption_column=data_args.caption_column,
         streaming=data_args.streaming,
+        allow_paths_outside_data=data_args.allow_paths_outside_data,
     )
     if with_validation and not data_args.validation_split:
         raise ValueError(
@@ -124,7 +127,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         tokenizer = load_tokenizer(model_args, training_args.output_dir, lambda: caption_corpus(raw_train))
 
     # 5. Model, datasets, collator and evaluation tasks.
-    model, image_processor = build_pretraining_model(model_args, tokenizer, teacher_text=training_args.teacher_text)
+    model, image_processor = build_pretraining_model(
+        model_args, tokenizer, teacher_text=training_args.teacher_text, use_mlm=training_args.use_mlm
+    )
     image_size = model.config.vision_config.image_size
     base_size = data_args.base_image_size or int(round(image_size * 8 / 7))
     policy = {"on_bad_sample": data_args.on_bad_sample, "max_pixels": data_args.max_image_pixels}
@@ -144,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         zero_shot_templates=data_args.eval_zero_shot_templates,
         retrieval_file=data_args.eval_retrieval_file,
         max_samples=data_args.eval_max_samples,
+        on_bad_image=data_args.on_bad_sample,
     )
 
     # 6. Train, resuming from the last checkpoint in output_dir if there is one.
@@ -168,8 +174,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.log_metrics("train", result.metrics)
         train_runtime = result.metrics.get("train_runtime")
-        skipped = trainer.total_bad_sample_counts()
-        logger.info("bad samples skipped: %s", {k: v for k, v in skipped.items() if v} or "none")
+        # Every skipped row, left out while loading or found bad while decoding, is listed with the run.
+        skipped = [*train_dataset.skipped_rows, *trainer.skipped_sample_rows()]  # a collective: every process
+        if training_args.should_save:
+            save_skipped_samples(training_args.output_dir, skipped)
 
     # 7. Evaluate the student on every evaluation task.
     student = model.export_student()
@@ -181,10 +189,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", {**metrics, **{f"chance_{k}": v for k, v in chance.items()}})
 
-    # 8. Save the inference model (student only), its processor and a model card with the run's record.
+    # 8. Save the inference model (student only; with LoRA, the adapters merged in), its processor and a model card
+    # with the run's record; with LoRA, the adapters alone too, in output_dir/adapters.
     export_dir = os.path.join(training_args.output_dir, "mcd-model")
     if training_args.should_save:
         student.save_pretrained(export_dir)
+        if peft_student(model) is not None:
+            save_adapters(model, os.path.join(training_args.output_dir, "adapters"))
         MCDProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(export_dir)
         record = training_record(
             training_args,

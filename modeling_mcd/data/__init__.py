@@ -6,14 +6,17 @@ Data flow (DESIGN.md, step 1), one module per step:
 1. `sources`: `load_image_text_dataset` opens a Hub dataset, an `imagefolder` directory, `.jsonl`/`.csv`
    files or webdataset `.tar` shards and returns a `datasets` dataset with two columns, `image` (kept
    undecoded: a path or a `{"bytes", "path"}` dict) and `caption` (a string or a list of strings).
+   `text_files` reads caption files row by row: a bad row (bad encoding, malformed line, wrong field count, a
+   path outside the data folder, a missing file, ...) is recorded with its file and line, not a dead run.
 2. `decoding`: `SampleDecoder` decodes one row (`decode_image`), resizes it to a fixed base size as uint8
    (3, S, S) (`resize_center_crop`) and draws one caption (`select_caption`); every failure is a
    `BadSampleError` naming one of `BAD_SAMPLE_REASONS`.
 3. `image_text`: `ImageTextDataset` (map-style) or `IterableImageTextDataset` (streaming) apply the
    bad-sample policy: bad samples are counted by reason and skipped, or raise, according to
-   `on_bad_sample`; the counts travel with the samples so they survive DataLoader worker processes.
-4. `collator`: `MCDCollator` stacks the images, tokenizes the captions and makes the MLM-masked copy of
-   the ids with transformers' `DataCollatorForLanguageModeling`.
+   `on_bad_sample`; their records (`skipped.SkippedRow`) travel with the samples so they survive DataLoader
+   worker processes, and end in the run's `skipped_samples.jsonl` (`skipped.save_skipped_samples`).
+4. `collator`: `MCDCollator` stacks the images, tokenizes the captions, makes the MLM-masked copy of
+   the ids with transformers' `DataCollatorForLanguageModeling`, and stacks the samples' pair ids for the loss.
 
 Under `MCDTrainer`, `KeyedSamples` and `SeededCollator` make each batch's MLM mask a function of its
 samples, so a resumed run masks exactly like an uninterrupted one. Random crops and augmentations happen
@@ -26,12 +29,12 @@ from .decoding import (
     DEFAULT_MAX_CONSECUTIVE_BAD,
     DEFAULT_MAX_PIXELS,
     ON_BAD_SAMPLE_CHOICES,
-    BadSampleCounter,
     BadSampleError,
     SampleDecoder,
     decode_image,
     resize_center_crop,
     select_caption,
+    valid_captions,
     validate_caption,
 )
 from .image_text import (
@@ -49,6 +52,8 @@ from .sources import (
     expand_braces,
     load_image_text_dataset,
 )
+from .skipped import SKIPPED_SAMPLES_FILE, BadSampleCounter, SkippedRow, save_skipped_samples
+from .text_files import TEXT_FILE_EXTENSIONS, read_caption_files
 
 __all__ = [
     "BAD_SAMPLE_REASONS",
@@ -57,6 +62,8 @@ __all__ = [
     "LOCAL_EXTENSIONS",
     "ON_BAD_SAMPLE_CHOICES",
     "SAMPLE_KEY",
+    "SKIPPED_SAMPLES_FILE",
+    "TEXT_FILE_EXTENSIONS",
     "WEBDATASET_CAPTION_KEYS",
     "WEBDATASET_IMAGE_KEYS",
     "BadSampleCounter",
@@ -68,11 +75,15 @@ __all__ = [
     "MCDCollator",
     "SampleDecoder",
     "SeededCollator",
+    "SkippedRow",
     "decode_image",
     "expand_braces",
     "image_text_dataset",
     "load_image_text_dataset",
+    "read_caption_files",
     "resize_center_crop",
+    "save_skipped_samples",
     "select_caption",
+    "valid_captions",
     "validate_caption",
 ]

@@ -1,9 +1,9 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
 """Batching: `MCDCollator`, and `SeededCollator`, which makes each caption's MLM mask a function of its sample.
 
-Data flow: samples of `image_text` (`{"pixel_values": uint8 (3, S, S), "caption": str, "skipped": {...}}`) ->
-`MCDCollator` stacks the images to uint8 (B, 3, S, S), tokenizes the captions to (B, L) and makes the
-MLM-masked copy of the ids with transformers' `DataCollatorForLanguageModeling`. Random crops and
+Data flow: samples of `image_text` (`{"pixel_values": uint8 (3, S, S), "caption": str, "pair_id": int, "skipped":
+{...}}`) -> `MCDCollator` stacks the images to uint8 (B, 3, S, S), tokenizes the captions to (B, L), makes the
+MLM-masked copy of the ids with transformers' `DataCollatorForLanguageModeling` and stacks the pair ids. Random crops and
 augmentations happen later, batched on the accelerator (`augmentation.py`).
 
 Under `MCDTrainer` the samples come through `image_text.KeyedSamples` and the collator is wrapped in
@@ -14,7 +14,6 @@ batch (1 process or several, micro-batches).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +45,9 @@ class MCDCollator:
     - `mlm_input_ids`, `mlm_labels`: (B, L), the masked copy of `input_ids` and its labels (-100 where
       not masked), made by transformers' `DataCollatorForLanguageModeling` (15% of the non-special,
       non-padding tokens; 80% -> [MASK], 10% -> random, 10% kept). Absent when `mlm_probability=0`;
-    - `bad_samples`: {reason: count} over the batch's `skipped` dicts (pop it before the model).
+    - `pair_ids`: (B,) long, each sample's `pair_id` (for the loss); absent unless every sample has one;
+    - `bad_samples`: {reason: [record, ...]}, the skipped rows of the batch's `skipped` dicts (pop it before the
+      model; `skipped.BadSampleCounter` counts it).
 
     Args:
         tokenizer (`PreTrainedTokenizerBase`): the text tower's tokenizer (needs a mask token for MLM).
@@ -114,12 +115,14 @@ class MCDCollator:
                 if len(seeds) != len(examples):
                     raise ValueError(f"{len(seeds)} seeds for {len(examples)} examples")
                 batch["mlm_input_ids"], batch["mlm_labels"] = self._mask_rows(batch["input_ids"], special, seeds)
-        bad_samples: Counter = Counter()
+        if all("pair_id" in example for example in examples):
+            batch["pair_ids"] = torch.tensor([int(example["pair_id"]) for example in examples])  # (B,)
+        bad_samples: dict[str, list] = {}
         for example in examples:
-            bad_samples.update(example.get("skipped") or {})
-        batch["bad_samples"] = dict(bad_samples)
+            for reason, records in (example.get("skipped") or {}).items():
+                bad_samples.setdefault(reason, []).extend(records)
+        batch["bad_samples"] = bad_samples
         return batch
-
 
     def _mask_rows(
         self, input_ids: torch.Tensor, special: torch.Tensor, seeds: Sequence[int]

@@ -8,8 +8,9 @@ Data flow: a raw row `{"image": path | bytes | {"bytes", "path"} | PIL image, "c
   converts any PIL mode to RGB; `resize_center_crop` makes the uint8 (3, S, S) tensor;
 - `select_caption` validates the caption, or draws one of a list, from (seed, epoch, index).
 
-Every failure is a `BadSampleError` with one of `BAD_SAMPLE_REASONS`; the datasets of `image_text` skip or
-raise on it (`on_bad_sample`) and `BadSampleCounter` totals the skipped ones by reason.
+Every failure is a `BadSampleError` with one of `BAD_SAMPLE_REASONS` (the row-level ones of a caption file are
+found earlier, by `text_files`); the datasets of `image_text` skip or raise on it (`on_bad_sample`) and
+`skipped.BadSampleCounter` totals the skipped ones by reason.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import io
 import os
 import warnings
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,14 +30,25 @@ from PIL import Image, ImageOps
 from ..seeding import derive_seed
 
 BAD_SAMPLE_REASONS = (
+    # the image
     "missing_file",
     "empty_file",
     "not_an_image",
     "corrupt",
     "truncated",
     "decompression_bomb",
+    # the caption
     "empty_caption",
     "non_text_caption",
+    # a row of a caption file (`text_files`)
+    "bad_encoding",
+    "malformed_json",
+    "malformed_csv",
+    "wrong_field_count",
+    "empty_line",
+    "missing_value",
+    "non_text_path",
+    "path_outside_data",
 )
 ON_BAD_SAMPLE_CHOICES = ("skip", "raise")
 # 8192 x 8192: far above any pretraining image, far below what exhausts a dataloader worker's memory.
@@ -51,18 +63,20 @@ class BadSampleError(ValueError):
     Args:
         reason (`str`): one of `BAD_SAMPLE_REASONS`, the key under which the sample is counted.
         detail (`str`): what was wrong, naming the file or the row.
+        column (`str`, *optional*): the column that holds the problem, when one does.
     """
 
-    def __init__(self, reason: str, detail: str):
+    def __init__(self, reason: str, detail: str, column: str | None = None):
         if reason not in BAD_SAMPLE_REASONS:
             raise ValueError(f"unknown bad-sample reason {reason!r}; expected one of {BAD_SAMPLE_REASONS}")
         self.reason = reason
         self.detail = detail
+        self.column = column
         super().__init__(f"{reason}: {detail}")
 
     def __reduce__(self):
-        # Exceptions pickle through `args`; keep both fields so the error crosses DataLoader workers intact.
-        return (type(self), (self.reason, self.detail))
+        # Exceptions pickle through `args`; keep every field so the error crosses DataLoader workers intact.
+        return (type(self), (self.reason, self.detail, self.column))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -128,7 +142,7 @@ def _open_image_bytes(data: bytes, name: str) -> tuple[Image.Image, str]:
         raise BadSampleError("not_an_image", f"{name}: {error}") from error
 
 
-def _image_name(image: Any) -> str:
+def image_name(image: Any) -> str:
     """The file (or kind of value) a raw image came from, for error messages."""
     if isinstance(image, Mapping):
         return str(image.get("path") or "<bytes>")
@@ -137,9 +151,7 @@ def _image_name(image: Any) -> str:
     return f"<{type(image).__name__}>"
 
 
-def decode_image(
-    value: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS, draft_size: int | None = None
-) -> Image.Image:
+def decode_image(value: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS, draft_size: int | None = None) -> Image.Image:
     r"""
     Decode one image to an RGB PIL image, mapping every failure to a `BadSampleError`.
 
@@ -218,6 +230,30 @@ def validate_caption(value: Any) -> str:
     return caption
 
 
+def valid_captions(value: Any, validate: Callable[[Any], str] = validate_caption) -> list[str]:
+    """The usable captions of one row: `[caption]` for a string, the valid entries of a list or tuple.
+
+    Args:
+        value: a caption, or a list/tuple of captions.
+        validate: checks one caption and returns it cleaned, raising `BadSampleError` (default:
+            `validate_caption`).
+
+    Raises:
+        BadSampleError: the first entry's error when no caption is usable.
+    """
+    if not isinstance(value, (list, tuple)):
+        return [validate(value)]
+    valid, first_error = [], None
+    for item in value:
+        try:
+            valid.append(validate(item))
+        except BadSampleError as error:
+            first_error = first_error or error
+    if not valid:
+        raise first_error or BadSampleError("empty_caption", "empty list of captions")
+    return valid
+
+
 def select_caption(value: Any, seed: int = 0, index: int = 0, epoch: int = 0) -> str:
     """Pick the training caption of one sample.
 
@@ -238,14 +274,7 @@ def select_caption(value: Any, seed: int = 0, index: int = 0, epoch: int = 0) ->
     """
     if not isinstance(value, (list, tuple)):
         return validate_caption(value)
-    valid, first_error = [], None
-    for item in value:
-        try:
-            valid.append(validate_caption(item))
-        except BadSampleError as error:
-            first_error = first_error or error
-    if not valid:
-        raise first_error or BadSampleError("empty_caption", "empty list of captions")
+    valid = valid_captions(value)
     return valid[derive_seed(seed, epoch, index) % len(valid)]
 
 
@@ -283,17 +312,20 @@ class SampleDecoder:
         if self.max_consecutive_bad < 1:
             raise ValueError(f"max_consecutive_bad must be positive, got {self.max_consecutive_bad}")
 
-    def make_sample(self, row: Mapping[str, Any], index: int, epoch: int, where: str) -> dict[str, Any]:
+    def make_sample(self, row: Mapping[str, Any], index: int, epoch: int) -> dict[str, Any]:
         """Decode one row to `{"pixel_values": uint8 (3, S, S), "caption": str}`.
 
         Raises:
-            BadSampleError: whose detail names `where` (row or stream position) and the image's file.
+            BadSampleError: whose `column` is `"caption"` or `"image"`; where the row is, is the caller's to say
+                (`skipped.SkippedRow`).
         """
+        column = "caption"
         try:
             caption = select_caption(row["caption"], seed=self.seed, index=index, epoch=epoch)
+            column = "image"
             image = decode_image(row["image"], max_pixels=self.max_pixels, draft_size=self.image_size)
         except BadSampleError as error:
-            raise BadSampleError(error.reason, f"{where} ({_image_name(row['image'])}): {error.detail}") from error
+            raise BadSampleError(error.reason, error.detail, column) from error
         return {"pixel_values": resize_center_crop(image, self.image_size), "caption": caption}
 
     def too_many_bad(self, count: int, where: str, reasons: Counter) -> RuntimeError:
@@ -302,29 +334,3 @@ class SampleDecoder:
             f"{count} bad samples in a row from {where} ({dict(reasons)}): the data source looks broken; "
             "check the image/caption columns and the files they point to"
         )
-
-
-@dataclass
-class BadSampleCounter:
-    """Running totals of skipped samples by reason, fed with the collator's `bad_samples` dicts."""
-
-    counts: Counter = field(default_factory=Counter)
-
-    def update(self, skipped: Mapping[str, int]) -> None:
-        """Add one `skipped`/`bad_samples` dict (reason -> count)."""
-        self.counts.update({reason: int(count) for reason, count in skipped.items() if count})
-
-    def as_dict(self) -> dict[str, int]:
-        """The counts by reason, reasons sorted."""
-        return dict(sorted(self.counts.items()))
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def summary(self) -> str:
-        """One line for the logs, e.g. `"3 bad samples skipped (corrupt=1, missing_file=2)"`."""
-        if not self.total:
-            return "0 bad samples skipped"
-        detail = ", ".join(f"{reason}={count}" for reason, count in self.as_dict().items())
-        return f"{self.total} bad samples skipped ({detail})"

@@ -2,10 +2,14 @@
 """Training samples from an image-text dataset: the map-style and streaming datasets, and their seeding key.
 
 Data flow: the rows of `sources.load_image_text_dataset` -> `ImageTextDataset` (map-style) or
-`IterableImageTextDataset` (streaming) -> samples `{"pixel_values": uint8 (3, S, S), "caption": str,
-"skipped": {reason: count}}` -> `collator.MCDCollator`. Both datasets turn a row into a sample with the same
-`decoding.SampleDecoder`; they differ only in how they walk their rows and where a skipped row's count rides.
-The counts travel inside the samples so they survive DataLoader worker processes.
+`IterableImageTextDataset` (streaming) -> samples `{"pixel_values": uint8 (3, S, S), "caption": str, "pair_id": int,
+"skipped": {reason: [record, ...]}}` -> `collator.MCDCollator`. Both datasets turn a row into a sample with the same
+`decoding.SampleDecoder`; they differ only in how they walk their rows and where a skipped row's record rides. The
+records (`skipped.SkippedRow.as_dict()`) travel inside the samples so they survive DataLoader worker processes.
+
+A skipped row never puts a pair twice into a batch. Rows known to be bad before training (a caption file's bad
+rows, `text_files`) are left out of the epoch's index; a row found bad only when decoded becomes a placeholder
+(a blank image, an empty caption, pair id `pairs.PADDING_PAIR_ID`) that no loss term sees.
 
 `KeyedSamples` adds each sample's `(epoch, index)` under `SAMPLE_KEY`, which `collator.SeededCollator` turns
 into the seed of that batch's MLM mask (so a resumed run masks exactly like the uninterrupted one).
@@ -18,10 +22,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
 from transformers.utils import logging
 
+from ..pairs import PADDING_PAIR_ID
 from .decoding import DEFAULT_MAX_CONSECUTIVE_BAD, DEFAULT_MAX_PIXELS, BadSampleError, SampleDecoder
+from .skipped import SkippedRow, describe_counts, log_skipped_row
 from .sources import lazy_images
 
 logger = logging.get_logger(__name__)
@@ -31,7 +38,7 @@ SAMPLE_KEY = "_mcd_sample_key"
 
 
 class _DecodedRows:
-    """The constructor the two datasets share: a `SampleDecoder` for their rows, and the epoch.
+    """What the two datasets share: a `SampleDecoder` for their rows, the epoch, and the bad-sample policy.
 
     Subclasses say how they hold their rows (`_hold`).
     """
@@ -47,22 +54,66 @@ class _DecodedRows:
     ):
         self.decoder = SampleDecoder(image_size, on_bad_sample, max_pixels, seed, max_consecutive_bad)
         self.epoch = 0
+        self._logged = 0  # rows found bad while decoding, logged one by one so far (`skipped.LOGGED_ROWS`)
+        #: Rows left out before training (a caption file's bad rows); the rows found bad later ride in the samples.
+        self.skipped_rows: list[SkippedRow] = []
         self._hold(rows)
 
     def _hold(self, rows: Any) -> None:
         raise NotImplementedError
+
+    def _decode(self, row: Mapping[str, Any], index: int) -> dict[str, Any] | SkippedRow:
+        """Row `index` as a sample; when it is bad, its record under `"skip"` (logged), or the error under
+        `"raise"` (naming the file and line, or the row, the column and the reason)."""
+        try:
+            if row.get("bad_reason"):  # a caption file's row, found bad while reading the file
+                raise _recorded_problem(row)
+            sample = self.decoder.make_sample(row, index, self.epoch)
+        except BadSampleError as error:
+            record = SkippedRow.from_error(error, row, index)
+            if self.decoder.on_bad_sample == "raise":
+                raise record.error() from error
+            log_skipped_row(record, self._logged)
+            self._logged += 1
+            return record
+        if "pair_id" in row:
+            sample["pair_id"] = int(row["pair_id"])
+        return sample
+
+
+def _recorded_problem(row: Mapping[str, Any]) -> BadSampleError:
+    """The problem `text_files` recorded in a caption file's row."""
+    return BadSampleError(row["bad_reason"], row["bad_detail"], row["bad_column"])
+
+
+def _usable_rows(rows: datasets.Dataset | Sequence[Mapping[str, Any]]) -> tuple[Sequence[int], list[SkippedRow]]:
+    """The indices of the rows not known to be bad, and the records of those that are (a caption file's)."""
+    if not isinstance(rows, datasets.Dataset) or "bad_reason" not in rows.column_names:
+        return range(len(rows)), []
+    is_bad = np.array([reason is not None for reason in rows["bad_reason"]], dtype=bool)
+    usable, bad = np.flatnonzero(~is_bad), np.flatnonzero(is_bad).tolist()
+    records = [
+        SkippedRow.from_error(_recorded_problem(row), row, index)
+        for index, row in zip(bad, rows.select(bad).remove_columns(["image", "caption"]))
+    ]
+    return usable, records
 
 
 class ImageTextDataset(_DecodedRows, torch.utils.data.Dataset):
     r"""
     Map-style training samples from an image-text dataset, with the bad-sample policy.
 
-    `dataset[i]` is `{"pixel_values": uint8 (3, S, S), "caption": str, "skipped": {reason: count}}`.
-    When row `i` is bad and `on_bad_sample="skip"`, its reason is counted and logged at debug level
-    and the next good row (i+1, i+2, ..., wrapping) is returned instead, so every batch keeps its size
-    (a global batch split across processes needs equal shapes). Only row `i`'s own reason is counted:
-    a bad row met while looking ahead is counted when it is itself requested, so one pass over the
-    indices counts each bad row once. The counts ride in `skipped` so they survive DataLoader workers.
+    `dataset[i]` is `{"pixel_values": uint8 (3, S, S), "caption": str, "pair_id": int, "skipped": {reason:
+    [record]}}` for the i-th usable row. `pair_id` is the row's `pair_id` column when it has one (a caption file:
+    the first row naming the same image), else its row index: the loss never uses two samples of one pair as
+    negatives of each other.
+
+    Rows known to be bad (a caption file's, see `text_files`) are not part of the index at all: under `"skip"`
+    they are logged, and listed in `skipped_rows`; under `"raise"` the first one raises here, naming its file,
+    line, column and reason. A row found bad only when decoded (a corrupt image) is counted, logged, and returned
+    as a placeholder (a blank image, an empty caption, pair id `PADDING_PAIR_ID`) so that every batch keeps its
+    size (a global batch split across processes needs equal shapes) while no term of the loss sees it: every good
+    row trains exactly once per epoch. Its record rides in `skipped`, so it survives DataLoader workers.
 
     Args:
         rows (`datasets.Dataset` or a sequence of dicts): rows with `image` and `caption`, as made by
@@ -70,6 +121,11 @@ class ImageTextDataset(_DecodedRows, torch.utils.data.Dataset):
         image_size (`int`): the base side length S.
         on_bad_sample, max_pixels, seed, max_consecutive_bad: the bad-sample policy and the seed of the
             caption draw, documented in `SampleDecoder` (`"skip"`, `DEFAULT_MAX_PIXELS`, 0 and 100 by default).
+            `max_consecutive_bad` requests in a row that are bad raise `RuntimeError`: the source looks broken.
+
+    Raises:
+        BadSampleError: under `"raise"`, at the first bad row of a caption file.
+        ValueError: no row can be used.
     """
 
     def _hold(self, rows: datasets.Dataset | Sequence[Mapping[str, Any]]) -> None:
@@ -78,41 +134,53 @@ class ImageTextDataset(_DecodedRows, torch.utils.data.Dataset):
         self.dataset = lazy_images(rows) if isinstance(rows, datasets.Dataset) else rows
         if len(self.dataset) == 0:
             raise ValueError("the dataset is empty")
+        self.indices, self.skipped_rows = _usable_rows(self.dataset)
+        if self.skipped_rows:
+            if self.decoder.on_bad_sample == "raise":
+                raise self.skipped_rows[0].error()
+            reasons = describe_counts(record.reason for record in self.skipped_rows)
+            if len(self.indices) == 0:
+                raise ValueError(f"none of the {len(self.dataset)} rows can be used ({reasons})")
+            logger.warning(
+                "%d of %d rows cannot be used and are left out (%s)", len(self.skipped_rows), len(self.dataset), reasons
+            )
+            for logged, record in enumerate(self.skipped_rows):
+                log_skipped_row(record, logged)
+        self._bad_in_a_row: Counter = Counter()  # reasons of the bad rows requested since the last good one
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.indices)
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch that seeds the caption draw (called by accelerate/Trainer between epochs)."""
         self.epoch = epoch
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        size = len(self.dataset)
-        tries = min(size, self.decoder.max_consecutive_bad + 1)
-        reasons: Counter = Counter()  # every bad row met, for the error message
-        for offset in range(tries):
-            row_index = (index + offset) % size
-            try:
-                sample = self.decoder.make_sample(self.dataset[row_index], row_index, self.epoch, f"row {row_index}")
-            except BadSampleError as error:
-                if self.decoder.on_bad_sample == "raise":
-                    raise
-                logger.debug("skipping bad sample: %s", error)
-                reasons[error.reason] += 1
-                if offset == 0:
-                    own_reason = error.reason
-                continue
-            # Count only the requested row: look-ahead rows are counted when they are requested.
-            sample["skipped"] = {own_reason: 1} if offset else {}
-            return sample
-        raise self.decoder.too_many_bad(tries, f"row {index}", reasons)
+        row_index = int(self.indices[index])
+        sample = self._decode(self.dataset[row_index], row_index)
+        if isinstance(sample, dict):
+            self._bad_in_a_row.clear()
+            sample.setdefault("pair_id", row_index)
+            return {**sample, "skipped": {}}
+        self._bad_in_a_row[sample.reason] += 1
+        count = sum(self._bad_in_a_row.values())
+        if count >= self.decoder.max_consecutive_bad:
+            raise self.decoder.too_many_bad(count, f"up to {sample.where()}", self._bad_in_a_row)
+        size = self.decoder.image_size
+        return {
+            "pixel_values": torch.zeros(3, size, size, dtype=torch.uint8),
+            "caption": "",
+            "pair_id": PADDING_PAIR_ID,
+            "skipped": {sample.reason: [sample.as_dict()]},
+        }
 
 
 class IterableImageTextDataset(_DecodedRows, torch.utils.data.IterableDataset):
     r"""
     The streaming twin of `ImageTextDataset`, for `datasets.IterableDataset` sources (webdataset shards,
-    streamed Hub datasets). Same samples and the same policy; a skipped sample is simply not yielded,
-    and its reason rides in the `skipped` dict of the next sample yielded.
+    streamed Hub datasets or caption files). Same samples and the same policy; a skipped row is simply not
+    yielded (a stream has no fixed index to keep), and its record rides in the `skipped` dict of the next sample
+    yielded. Samples carry a `pair_id` only when the rows have one (caption files).
 
     Worker sharding is the source's job: a `datasets.IterableDataset` splits its shards across
     DataLoader workers by itself. The caption draw uses the position in this worker's stream as index.
@@ -134,27 +202,22 @@ class IterableImageTextDataset(_DecodedRows, torch.utils.data.IterableDataset):
             self.source.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        skipped: Counter = Counter()  # reasons since the last sample yielded
-        in_a_row = 0
+        skipped: dict[str, list[dict[str, Any]]] = {}  # records since the last sample yielded
+        in_a_row: Counter = Counter()
         for position, row in enumerate(self.source):
-            try:
-                sample = self.decoder.make_sample(row, position, self.epoch, f"sample {position} of the stream")
-            except BadSampleError as error:
-                if self.decoder.on_bad_sample == "raise":
-                    raise
-                logger.debug("skipping bad sample: %s", error)
-                skipped[error.reason] += 1
-                in_a_row += 1
-                if in_a_row >= self.decoder.max_consecutive_bad:
-                    where = f"sample {position - in_a_row + 1}"
-                    raise self.decoder.too_many_bad(in_a_row, where, skipped) from error
+            sample = self._decode(row, position)
+            if isinstance(sample, SkippedRow):
+                skipped.setdefault(sample.reason, []).append(sample.as_dict())
+                in_a_row[sample.reason] += 1
+                if sum(in_a_row.values()) >= self.decoder.max_consecutive_bad:
+                    count = sum(in_a_row.values())
+                    raise self.decoder.too_many_bad(count, f"sample {position - count + 1}", in_a_row)
                 continue
-            sample["skipped"] = dict(skipped)
-            skipped.clear()
-            in_a_row = 0
+            sample["skipped"] = skipped
+            skipped, in_a_row = {}, Counter()
             yield sample
         if skipped:
-            logger.debug("the stream ended after %d bad samples that no sample could report: %s", in_a_row, skipped)
+            logger.warning("the stream ended with %d skipped rows after its last sample", sum(in_a_row.values()))
 
 
 def image_text_dataset(

@@ -4,6 +4,8 @@
 
 Data flow: `load_image_text_dataset(source)` -> a `datasets.Dataset` (or `IterableDataset` when streaming) with
 `image` (kept undecoded: a path or a `{"bytes", "path"}` dict) and `caption` (a string or a list of strings).
+Caption files (`.jsonl`/`.json`/`.csv`) are read row by row by `text_files.read_caption_files`, whose rows also say
+where they come from (`file`, `line`), which image they show (`pair_id`) and what is wrong with them (`bad_*`).
 Decoding happens one sample at a time later (`decoding.decode_image`, called by the datasets of `image_text`),
 where the bad-sample policy can see what failed.
 """
@@ -18,9 +20,11 @@ from typing import Any
 
 import datasets
 
+from .text_files import TEXT_FILE_EXTENSIONS, read_caption_files
+
 WEBDATASET_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 WEBDATASET_CAPTION_KEYS = ("txt",)
-LOCAL_EXTENSIONS = (".jsonl", ".json", ".csv", ".tar")
+LOCAL_EXTENSIONS = (*TEXT_FILE_EXTENSIONS, ".tar")
 
 
 def expand_braces(pattern: str) -> list[str]:
@@ -93,37 +97,6 @@ def _normalise_columns(
     return lazy_images(dataset)
 
 
-def _resolve_paths(example: dict[str, Any], column: str, base_dir: str) -> dict[str, Any]:
-    path = example[column]
-    if isinstance(path, str) and path and not os.path.isabs(path):
-        path = os.path.join(base_dir, path)
-    return {column: path}
-
-
-def _load_table_files(
-    files: list[str],
-    kind: str,
-    split: str,
-    image_column: str,
-    caption_column: str,
-    streaming: bool,
-    source: str,
-    **kwargs,
-) -> datasets.Dataset | datasets.IterableDataset:
-    """`.jsonl`/`.csv` files: image paths are relative to the directory of the file that names them."""
-    by_dir: dict[str, list[str]] = {}
-    for path in files:
-        by_dir.setdefault(os.path.dirname(os.path.abspath(path)), []).append(path)
-    parts = []
-    for base_dir, dir_files in by_dir.items():
-        part = datasets.load_dataset(kind, data_files={split: dir_files}, split=split, streaming=streaming, **kwargs)
-        _require_column(_column_names(part), image_column, "image_column", source)
-        part = part.map(_resolve_paths, fn_kwargs={"column": image_column, "base_dir": base_dir})
-        parts.append(part)
-    dataset = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
-    return _normalise_columns(dataset, image_column, caption_column, source)
-
-
 def _webdataset_image(example: dict[str, Any], image_keys: Sequence[str]) -> dict[str, Any]:
     # A shard may mix extensions: each sample holds one image key, the others are None.
     for key in image_keys:
@@ -137,9 +110,7 @@ def _webdataset_image(example: dict[str, Any], image_keys: Sequence[str]) -> dic
 def _load_webdataset(
     files: list[str], split: str, image_column: str, caption_column: str, streaming: bool, source: str, **kwargs
 ) -> datasets.Dataset | datasets.IterableDataset:
-    dataset = datasets.load_dataset(
-        "webdataset", data_files={split: files}, split=split, streaming=streaming, **kwargs
-    )
+    dataset = datasets.load_dataset("webdataset", data_files={split: files}, split=split, streaming=streaming, **kwargs)
     columns = _column_names(dataset)
     if image_column == "image" and "image" not in columns:
         image_keys = [key for key in WEBDATASET_IMAGE_KEYS if key in columns]
@@ -162,6 +133,7 @@ def load_image_text_dataset(
     image_column: str = "image",
     caption_column: str = "caption",
     streaming: bool = False,
+    allow_paths_outside_data: bool = False,
     **kwargs,
 ) -> datasets.Dataset | datasets.IterableDataset:
     r"""
@@ -176,7 +148,9 @@ def load_image_text_dataset(
             - a local `imagefolder` directory with a `metadata.jsonl`/`metadata.csv` (`file_name` +
               caption columns);
             - `.jsonl`/`.json`/`.csv` files (a path, a glob or a brace list) whose `image_column` holds
-              image paths, relative to the directory of the file that names them, or absolute;
+              image paths, relative to the directory of the file that names them, or absolute. They are read row
+              by row (`text_files.read_caption_files`): a bad row is a row to skip, not a dead file, and the
+              dataset has the columns `pair_id`, `file`, `line` and `bad_reason`/`bad_column`/`bad_detail` too;
             - webdataset `.tar` shards (a path, a glob or a brace list such as `"data/{000..099}.tar"`)
               with `jpg`/`jpeg`/`png`/`webp` + `txt` members per sample (used when `image_column` /
               `caption_column` are left at their defaults);
@@ -187,14 +161,16 @@ def load_image_text_dataset(
         caption_column (`str`, *optional*, defaults to `"caption"`): the column holding one caption (a
             string) or several (a list of strings, one of which is drawn per step).
         streaming (`bool`, *optional*, defaults to `False`): return a `datasets.IterableDataset`.
-        kwargs: passed on to `datasets.load_dataset` (e.g. `cache_dir`).
+        allow_paths_outside_data (`bool`, *optional*, defaults to `False`): let relative image paths of a caption
+            file leave its folder (`../x.jpg`); by default such a row is bad (`path_outside_data`).
+        kwargs: passed on to `datasets.load_dataset` (e.g. `cache_dir`); caption files are read without it.
 
     Returns:
         `datasets.Dataset` or `datasets.IterableDataset` with columns `image` and `caption`.
 
     Raises:
         ValueError: `image_column` or `caption_column` is missing (the message lists the columns that
-            exist), or local files of an unsupported kind.
+            exist), a caption file cannot be read, or local files of an unsupported kind.
     """
     if os.path.isdir(source):
         dataset = datasets.load_dataset("imagefolder", data_dir=source, split=split, streaming=streaming, **kwargs)
@@ -206,10 +182,9 @@ def load_image_text_dataset(
         dataset = datasets.load_dataset(source, split=split, streaming=streaming, **kwargs)
         return _normalise_columns(dataset, image_column, caption_column, source)
     extensions = {os.path.splitext(path)[1].lower() for path in files}
-    if extensions <= {".jsonl", ".json"}:
-        return _load_table_files(files, "json", split, image_column, caption_column, streaming, source, **kwargs)
-    if extensions == {".csv"}:
-        return _load_table_files(files, "csv", split, image_column, caption_column, streaming, source, **kwargs)
+    if extensions <= {".jsonl", ".json"} or extensions == {".csv"}:
+        dataset = read_caption_files(files, image_column, caption_column, allow_paths_outside_data)
+        return dataset.to_iterable_dataset() if streaming else dataset
     if extensions == {".tar"}:
         return _load_webdataset(files, split, image_column, caption_column, streaming, source, **kwargs)
     raise ValueError(

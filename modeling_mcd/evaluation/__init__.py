@@ -19,6 +19,7 @@ from .data import (
     load_captioned_images,
     load_labelled_images,
     load_sugarcrepe,
+    read_class_folder,
 )
 from .features import default_max_length, encode_images, encode_texts, load_model_and_processor
 from .linear_probe import DEFAULT_C_GRID, linear_probe_metrics
@@ -48,6 +49,7 @@ __all__ = sorted(
         "load_model_and_processor",
         "load_prompts",
         "load_sugarcrepe",
+        "read_class_folder",
         "retrieval_metrics",
         "retrieval_ranks",
         "zero_shot_metrics",

@@ -1,23 +1,43 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
 """Evaluation data from disk: labelled images, captioned images, SugarCrepe pairs.
 
-Images stay on disk until the encoder asks for them ([`LazyImages`]); labelled image folders are read
-with `datasets`' `imagefolder` builder, so a folder and a saved `datasets` dataset give the same thing.
+Images stay on disk until the encoder asks for them ([`LazyImages`]), decoded as training decodes them
+(`modeling_mcd.data.decode_image`). A labelled image folder is read as exactly its files ([`read_class_folder`]):
+class = first-level subfolder, every image file below it counted, no split inference (`datasets`' `imagefolder`
+builder kept 134 of 1,000 ImageNet validation images named `ILSVRC2012_val_*.JPEG`, taking "val" for a split);
+each image is decoded once up front, so a corrupt one is skipped and named (or raises) before any encoding.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image
 
+#: Folder names that name a split, not a dataset or a class (`cifar10/test`).
+SPLIT_FOLDER_NAMES = ("test", "val", "validation", "train")
+#: What `--on-bad-image` accepts: skip (and name) an unreadable image, or stop at it.
+ON_BAD_IMAGE_CHOICES = ("skip", "raise")
+
+
+def _decode(path: Path) -> Image.Image:
+    from ..data.decoding import decode_image
+
+    try:
+        return decode_image(path, max_pixels=None)
+    except ValueError as error:  # a BadSampleError: its reason, and the file
+        raise ValueError(f"cannot read image {path}: {error}") from error
+
 
 class LazyImages(Sequence):
-    """A sequence of image files, each opened as an RGB PIL image only when indexed."""
+    """A sequence of image files, each decoded to an RGB PIL image only when indexed (a `ValueError` naming the
+    file when it cannot be)."""
 
     def __init__(self, paths: Sequence[str | Path]):
         self.paths = [Path(path) for path in paths]
@@ -28,21 +48,33 @@ class LazyImages(Sequence):
     def __getitem__(self, index):
         if isinstance(index, slice):
             return LazyImages(self.paths[index])
-        try:
-            with Image.open(self.paths[index]) as image:
-                return image.convert("RGB")
-        except OSError as error:
-            raise ValueError(f"cannot read image {self.paths[index]}: {error}") from error
+        return _decode(self.paths[index])
+
+    def subset(self, indices: Sequence[int]) -> LazyImages:
+        """The images at `indices`, still undecoded."""
+        return LazyImages([self.paths[i] for i in indices])
 
 
 # ------------------------------------------------------------------------------------ classification
 @dataclass
 class LabelledImages:
-    """Images with integer labels and the display name of each class (index = label)."""
+    """Images with integer labels and the display name of each class (index = label); from a folder, also the
+    number of class folders and the images that could not be read (skipped)."""
 
     images: Sequence  # PIL images, a `datasets` image column or a `LazyImages`
     labels: torch.Tensor  # (N,) long
     classnames: list[str] | None
+    num_classes: int | None = None
+    skipped: list[str] = field(default_factory=list)  # "path: why", one per image left out
+
+    def describe(self, source) -> str:
+        """One line for the user: how many images of how many classes are used, and what was skipped."""
+        classes = f" in {self.num_classes} classes" if self.num_classes is not None else ""
+        text = f"{len(self.labels)} images{classes} from {source}"
+        if self.skipped:
+            text += f"; {len(self.skipped)} unreadable skipped: " + "; ".join(self.skipped[:5])
+            text += " ..." if len(self.skipped) > 5 else ""
+        return text
 
 
 def _read_json_list(path: Path) -> list[str]:
@@ -60,7 +92,7 @@ def read_classnames(root: Path, folder_names: list[str]) -> list[str] | None:
 
     `classnames.json` lists display names in class order; an optional `folders.json` beside it gives
     the folder of each class in that same order (the layout of `shared/data/cifar10`). Without
-    `folders.json` the order is the sorted folder names, which is also `imagefolder`'s label order.
+    `folders.json` the order is the sorted folder names, which is also [`read_class_folder`]'s label order.
 
     Returns:
         The display name of each entry of `folder_names`, or `None` when there is no `classnames.json`.
@@ -82,34 +114,113 @@ def read_classnames(root: Path, folder_names: list[str]) -> list[str] | None:
     return None
 
 
+def _image_extensions() -> frozenset[str]:
+    """Every file extension of a format PIL can open, lower case."""
+    return frozenset(ext.lower() for ext, kind in Image.registered_extensions().items() if kind in Image.OPEN)
+
+
+def read_class_folder(folder: str | Path, on_bad_image: str = "skip") -> LabelledImages:
+    r"""
+    Read an image folder `<class>/<image>` as exactly its files: class = first-level subfolder (labels in sorted
+    folder order), every file below it with an image extension (any case, e.g. `.JPEG`), in sorted order. Every
+    image is decoded once here, in threads.
+
+    Args:
+        folder (`str` or `Path`): the folder of class folders.
+        on_bad_image (`str`, *optional*, defaults to `"skip"`): an image that cannot be decoded is left out and
+            named in `skipped` (`"skip"`), or raises `ValueError` naming it (`"raise"`).
+
+    Returns:
+        [`LabelledImages`] with `LazyImages`, the folder names as `classnames` and `num_classes`.
+
+    Raises:
+        ValueError: no class folder, images outside the class folders, no image at all, a folder of split
+            folders (`train/`, `test/`, ...), or (with `"raise"`) an unreadable image.
+    """
+    if on_bad_image not in ON_BAD_IMAGE_CHOICES:
+        raise ValueError(f"on_bad_image must be one of {ON_BAD_IMAGE_CHOICES}, got {on_bad_image!r}")
+    folder = Path(folder)
+    extensions = _image_extensions()
+    entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+    classes = [entry.name for entry in entries if entry.is_dir() and not entry.name.startswith(".")]
+    loose = [entry.name for entry in entries if entry.is_file() and Path(entry.name).suffix.lower() in extensions]
+    if loose:
+        raise ValueError(
+            f"{folder} holds {len(loose)} images outside class folders (e.g. {loose[0]}); "
+            "images go in <class>/ subfolders"
+        )
+    if classes and set(classes) <= set(SPLIT_FOLDER_NAMES):
+        raise ValueError(f"{folder} holds split folders {classes}, not class folders: choose one with --split")
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        for directory, subfolders, files in os.walk(folder / name):
+            subfolders.sort()
+            for file in sorted(files):
+                if Path(file).suffix.lower() in extensions:
+                    paths.append(Path(directory) / file)
+                    labels.append(label)
+    if not paths:
+        raise ValueError(f"no images in {folder}: expected <class>/<image> files ({len(classes)} class folders)")
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        errors = list(pool.map(_image_problem, paths))
+    bad = [f"{path}: {error}" for path, error in zip(paths, errors) if error is not None]
+    if bad and on_bad_image == "raise":
+        raise ValueError(f"cannot read image {bad[0]} (--on-bad-image skip leaves unreadable images out)")
+    keep = [i for i, error in enumerate(errors) if error is None]
+    images = LazyImages([paths[i] for i in keep])
+    return LabelledImages(images, torch.tensor([labels[i] for i in keep], dtype=torch.long), classes, len(classes), bad)
+
+
+def _image_problem(path: Path) -> str | None:
+    """Why the image at `path` cannot be decoded (`"reason (detail)"`), or `None`."""
+    from ..data.decoding import BadSampleError, decode_image
+
+    try:
+        decode_image(path, max_pixels=None, draft_size=32)
+    except BadSampleError as error:
+        return f"{error.reason} ({error.detail.removeprefix(f'{path}: ')})"
+    return None
+
+
 def load_labelled_images(
-    data, split: str | None = None, image_column: str = "image", label_column: str = "label"
+    data,
+    split: str | None = None,
+    image_column: str = "image",
+    label_column: str = "label",
+    on_bad_image: str = "skip",
 ) -> LabelledImages:
     r"""
     Labelled images from an image folder (`<class>/<image>`), a folder saved by `save_to_disk`, or a
     `datasets.Dataset` / `DatasetDict` with an image column and a label column.
 
     Args:
-        data (`str`, `Path`, `datasets.Dataset` or `datasets.DatasetDict`): where the images are.
-        split (`str`, *optional*): which split of a `DatasetDict`; may be left out when there is one.
+        data (`str`, `Path`, `datasets.Dataset` or `datasets.DatasetDict`): where the images are: an image folder
+            (read by [`read_class_folder`]; with `split`, its subfolder of that name), or a saved dataset.
+        split (`str`, *optional*): which split of a `DatasetDict`, or which split folder of an image folder; may
+            be left out when there is one.
         image_column (`str`, *optional*, defaults to `"image"`)
         label_column (`str`, *optional*, defaults to `"label"`)
+        on_bad_image (`str`, *optional*, defaults to `"skip"`): see [`read_class_folder`].
 
     Returns:
         [`LabelledImages`]; `classnames` come from `classnames.json` (see [`read_classnames`]), else from
-        the label column's `ClassLabel` names, else `None`.
+        the class folders or the label column's `ClassLabel` names, else `None`.
     """
     import datasets
 
-    root = None
     if isinstance(data, (str, Path)):
         root = Path(data)
         if not root.is_dir():
             raise ValueError(f"image data {root} is not a folder")
-        if (root / "dataset_info.json").is_file() or (root / "dataset_dict.json").is_file():
-            data = datasets.load_from_disk(str(root))
-        else:
-            data = datasets.load_dataset("imagefolder", data_dir=str(root))
+        if not ((root / "dataset_info.json").is_file() or (root / "dataset_dict.json").is_file()):
+            folder = root / split if split is not None else root
+            if not folder.is_dir():
+                subfolders = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+                raise ValueError(f"{root} has no split folder {split!r}; its folders are {subfolders}")
+            labelled = read_class_folder(folder, on_bad_image)
+            labelled.classnames = read_classnames(folder, labelled.classnames) or labelled.classnames
+            return labelled
+        data = datasets.load_from_disk(str(root))
     if isinstance(data, datasets.DatasetDict):
         if (split is None and len(data) != 1) or (split is not None and split not in data):
             raise ValueError(f"the data has splits {list(data)}; choose one with split= (got {split!r})")
@@ -118,12 +229,10 @@ def load_labelled_images(
         if column not in data.column_names:
             raise ValueError(f"the data has no column {column!r}; its columns are {data.column_names}")
     feature = data.features[label_column]
-    folder_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
-    classnames = folder_names
-    if root is not None and folder_names is not None:
-        classnames = read_classnames(root, folder_names) or folder_names
+    classnames = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
     labels = torch.as_tensor(list(data[label_column]), dtype=torch.long)  # (N,)
-    return LabelledImages(images=data[image_column], labels=labels, classnames=classnames)
+    num_classes = len(classnames) if classnames is not None else None
+    return LabelledImages(images=data[image_column], labels=labels, classnames=classnames, num_classes=num_classes)
 
 
 # ------------------------------------------------------------------------------------------ retrieval
@@ -243,6 +352,8 @@ def load_sugarcrepe(annotations: str | Path, image_dir: str | Path) -> Compositi
 
 
 __all__ = [
+    "ON_BAD_IMAGE_CHOICES",
+    "SPLIT_FOLDER_NAMES",
     "CaptionedImages",
     "CompositionalityPairs",
     "LabelledImages",
@@ -250,5 +361,6 @@ __all__ = [
     "load_captioned_images",
     "load_labelled_images",
     "load_sugarcrepe",
+    "read_class_folder",
     "read_classnames",
 ]

@@ -179,8 +179,9 @@ def load_model_and_processor(
     Load a dual encoder and its preprocessing from a local folder, with the Auto classes.
 
     Works for a saved `MCDModel` (importing `modeling_mcd` registers it), `CLIPModel` and
-    `VisionTextDualEncoderModel`. The processor is read with `AutoProcessor`; folders without a
-    processor config fall back to `AutoImageProcessor` + `AutoTokenizer`.
+    `VisionTextDualEncoderModel`, with safetensors weights (a folder with only `pytorch_model.bin` is refused).
+    The processor is read with `AutoProcessor`; folders without a processor config fall back to
+    `AutoImageProcessor` + `AutoTokenizer`.
 
     Args:
         path (`str`): the model folder.
@@ -190,7 +191,7 @@ def load_model_and_processor(
         `(model, preprocess, tokenizer)`: the model in eval mode, a callable mapping a list of images to
         `pixel_values`, and the tokenizer.
     """
-    model = AutoModel.from_pretrained(path)
+    model = AutoModel.from_pretrained(path, use_safetensors=True)  # never a pickled pytorch_model.bin
     for method in ("get_image_features", "get_text_features"):
         if not hasattr(model, method):
             raise ValueError(f"{path}: {type(model).__name__} has no `{method}`; a dual encoder is needed")

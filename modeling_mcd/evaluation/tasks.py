@@ -19,13 +19,16 @@ from typing import ClassVar
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
+from transformers.utils import logging
 
+from .data import SPLIT_FOLDER_NAMES
 from .features import encode_images, encode_texts
 from .metrics import classification_chance
 from .retrieval import retrieval_chance, retrieval_metrics
 from .zero_shot import build_zero_shot_classifier, zero_shot_metrics
 
 Preprocess = Callable[[list], torch.Tensor]
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -119,10 +122,6 @@ def task_splits(tasks: Sequence[ZeroShotTask | RetrievalTask]) -> dict[str, str 
     return {f"{task.name}_{task.kind}": task.split for task in tasks}
 
 
-#: Folder names that name a split, not a dataset (`cifar10/test`).
-SPLIT_FOLDER_NAMES = ("test", "val", "validation", "train")
-
-
 def folder_dataset_and_split(folder: str | Path) -> tuple[str, str | None]:
     """`.../cifar10/test` -> `("cifar10", "test")`, `.../toy` -> `("toy", None)`: a split folder is named after
     its split, and its parent after the dataset."""
@@ -138,6 +137,7 @@ def build_eval_tasks(
     zero_shot_templates: str | None = None,
     retrieval_file: str | None = None,
     max_samples: int | None = None,
+    on_bad_image: str = "skip",
 ) -> list[ZeroShotTask | RetrievalTask]:
     r"""
     The evaluation tasks of a run.
@@ -149,6 +149,8 @@ def build_eval_tasks(
         retrieval_file (`str`, *optional*): a `captions.jsonl` (`file_name`, `captions`, `split`); its test split.
         max_samples (`int`, *optional*): cap each set: a seeded sample of the images for zero-shot (a folder is
             sorted by class), the first images and their captions for retrieval.
+        on_bad_image (`str`, *optional*, defaults to `"skip"`): an unreadable image of the zero-shot folder is left
+            out and named in the log (`"skip"`), or stops the run (`"raise"`); see `data.read_class_folder`.
     """
     from ..synthetic import retrieval_dataset, zero_shot_classes, zero_shot_dataset
     from .data import load_captioned_images, load_labelled_images
@@ -163,13 +165,13 @@ def build_eval_tasks(
         retrieval = head(retrieval_dataset(synthetic_config, split="test"))
         tasks.append(RetrievalTask.from_groups("synthetic", retrieval["image"], retrieval["captions"]))
     if zero_shot_folder:
-        labelled = load_labelled_images(zero_shot_folder)
-        if labelled.classnames is None:
-            raise ValueError(f"--eval_zero_shot_folder {zero_shot_folder}: no class names found")
+        labelled = load_labelled_images(zero_shot_folder, on_bad_image=on_bad_image)
+        log = logger.warning if labelled.skipped else logger.info
+        log("--eval_zero_shot_folder: %s", labelled.describe(zero_shot_folder))
         images, labels = labelled.images, labelled.labels.tolist()
         if max_samples and max_samples < len(images):
             keep = sorted(random.Random(0).sample(range(len(images)), max_samples))
-            images, labels = [images[i] for i in keep], [labels[i] for i in keep]
+            images, labels = images.subset(keep), [labels[i] for i in keep]
         templates = get_templates(zero_shot_templates)
         name, split = folder_dataset_and_split(zero_shot_folder)
         tasks.append(ZeroShotTask(name, images, labels, labelled.classnames, templates, split))
@@ -178,7 +180,7 @@ def build_eval_tasks(
         images, texts, text_to_image = captioned.images, captioned.captions, captioned.text_to_image.tolist()
         if max_samples:
             keep = [i for i, image in enumerate(text_to_image) if image < max_samples]
-            images = [images[i] for i in range(min(max_samples, len(images)))]
+            images = images[:max_samples]
             texts, text_to_image = [texts[i] for i in keep], [text_to_image[i] for i in keep]
         tasks.append(RetrievalTask(Path(retrieval_file).parent.name, images, texts, text_to_image))
     return tasks

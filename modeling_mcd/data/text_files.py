@@ -1,0 +1,251 @@
+# Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
+"""Caption files read row by row: `.jsonl`, `.json` and `.csv` files whose rows name an image file and its
+caption(s).
+
+Data flow: `read_caption_files(files, image_column, caption_column)` -> a `datasets.Dataset` with one row per line
+(or record) of the files, in file order: `image` (the path resolved against the file's folder), `caption` (a list
+of cleaned captions), `pair_id` (the first row that names the same image file), `file` and `line` (the 1-based line
+a user can open), and, for a row that cannot be used, `bad_reason`, `bad_column` and `bad_detail`.
+
+A problem of one row never stops the reading: bytes that are not UTF-8, a line that is not a JSON object, a CSV
+record with the wrong number of fields, an empty line, a missing or non-text value, an empty caption, a relative
+path that leaves the file's folder (unless `allow_paths_outside_data`), a missing or zero-byte image file. Each
+makes its row a bad row, which `image_text.ImageTextDataset` leaves out of the epoch before training (and names,
+counts and saves) or stops at (`on_bad_sample="raise"`). Only what makes a whole file unreadable raises
+`ValueError` here: a file that cannot be opened, a CSV header without the columns, columns found in no row.
+
+Everything is read into memory (about the size of the text itself); webdataset shards are the form for data too
+large for that.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import stat
+from collections.abc import Iterator
+from typing import Any
+
+import datasets
+
+from ..pairs import PADDING_PAIR_ID
+from .decoding import BadSampleError, valid_captions, validate_caption
+
+TEXT_FILE_EXTENSIONS = (".jsonl", ".json", ".csv")
+#: The columns of the dataset `read_caption_files` returns.
+FEATURES = datasets.Features(
+    {
+        "image": datasets.Value("string"),
+        "caption": datasets.List(datasets.Value("string")),
+        "pair_id": datasets.Value("int64"),
+        "file": datasets.Value("string"),
+        "line": datasets.Value("int64"),
+        "bad_reason": datasets.Value("string"),
+        "bad_column": datasets.Value("string"),
+        "bad_detail": datasets.Value("string"),
+    }
+)
+# Undecodable bytes, kept as lone surrogates by the "surrogateescape" error handler.
+_BAD_BYTES = re.compile("[\udc80-\udcff]")
+
+Record = tuple[int | None, Any]  # (the line where the record starts, its fields as a dict or its BadSampleError)
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as error:
+        raise ValueError(f"cannot read the caption file {path}: {error}") from error
+    # Bytes that are not UTF-8 become lone surrogates: each row that holds some is found and named by itself.
+    return data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+
+
+def _undecodable(text: str, where: str) -> BadSampleError | None:
+    match = _BAD_BYTES.search(text)
+    if match is None:
+        return None
+    byte = ord(match.group()) - 0xDC00
+    return BadSampleError("bad_encoding", f"{where}: byte 0x{byte:02x} at character {match.start()} is not UTF-8")
+
+
+def _json_records(text: str, path: str) -> Iterator[Record]:
+    """JSON Lines: one object a line. A `.json` file holding one JSON array gives its elements, without a line
+    (they are named by their row)."""
+    if path.lower().endswith(".json") and text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is neither JSON Lines nor a valid JSON array: {error}") from error
+        for record in records:
+            yield None, record if isinstance(record, dict) else _not_an_object(record)
+        return
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    for number, line in enumerate(lines, start=1):
+        line = line.removesuffix("\r")
+        if not line.strip():
+            yield number, BadSampleError("empty_line", "an empty line")
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            yield number, _undecodable(line, "the line") or BadSampleError("malformed_json", f"not JSON: {error}")
+            continue
+        yield number, record if isinstance(record, dict) else _not_an_object(record)
+
+
+def _not_an_object(value: Any) -> BadSampleError:
+    return BadSampleError("malformed_json", f"a JSON {type(value).__name__}, not an object: {value!r:.80}")
+
+
+def _csv_records(text: str, path: str, columns: tuple[str, str]) -> Iterator[Record]:
+    """CSV with a header; a record may span lines (quoted newlines), its line is the one it starts on."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)  # a stray quote is an error, not a new field
+    try:
+        header = next(reader)
+    except (StopIteration, csv.Error) as error:
+        raise ValueError(f"{path} has no readable CSV header: {error or 'the file is empty'}") from error
+    for column, argument in zip(columns, ("image_column", "caption_column")):
+        if column not in header:
+            raise ValueError(f"{argument}={column!r} is not a column of {path}; its columns are {sorted(header)}")
+    end = reader.line_num
+    while True:
+        start = end + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            yield start, BadSampleError("malformed_csv", f"not CSV: {error}")
+            if reader.line_num == end:
+                return  # the reader cannot move on
+            end = reader.line_num
+            continue
+        end = reader.line_num
+        if not fields:
+            yield start, BadSampleError("empty_line", "an empty line")
+        elif len(fields) != len(header):
+            yield start, BadSampleError("wrong_field_count", f"{len(fields)} fields, the header has {len(header)}")
+        else:
+            yield start, dict(zip(header, fields))
+
+
+def _caption(value: Any) -> str:
+    if isinstance(value, str) and (error := _undecodable(value, f"caption {value!r:.80}")):
+        raise error
+    return validate_caption(value)
+
+
+class _ImagePaths:
+    """Resolves the image paths of one caption file and checks that each names a non-empty file (once a path)."""
+
+    def __init__(self, path: str, allow_outside: bool):
+        self.base_dir = os.path.dirname(os.path.abspath(path))
+        self.allow_outside = allow_outside
+        self.checked: dict[str, BadSampleError | None] = {}
+
+    def resolve(self, value: Any) -> str:
+        if value is None or value == "":
+            raise BadSampleError("missing_value", "no image path")
+        if not isinstance(value, str):
+            raise BadSampleError("non_text_path", f"the image path is a {type(value).__name__}: {value!r:.80}")
+        if error := _undecodable(value, f"image path {value!r:.80}"):
+            raise error
+        # An absolute path is the file's explicit choice; a relative one stays inside the file's folder.
+        full = os.path.normpath(os.path.join(self.base_dir, value))
+        if not (
+            os.path.isabs(value) or self.allow_outside or os.path.commonpath([self.base_dir, full]) == self.base_dir
+        ):
+            raise BadSampleError(
+                "path_outside_data",
+                f"{value!r} leaves the folder of the caption file, {self.base_dir} (--allow_paths_outside_data)",
+            )
+        if full not in self.checked:
+            self.checked[full] = _file_problem(full)
+        if self.checked[full] is not None:
+            raise self.checked[full]
+        return full
+
+
+def _file_problem(path: str) -> BadSampleError | None:
+    try:
+        status = os.stat(path)
+    except OSError as error:
+        return BadSampleError("missing_file", f"no such file: {path} ({error.strerror})")
+    if not stat.S_ISREG(status.st_mode):
+        return BadSampleError("missing_file", f"not a file: {path}")
+    if status.st_size == 0:
+        return BadSampleError("empty_file", f"zero-byte file: {path}")
+    return None
+
+
+def read_caption_files(
+    files: list[str], image_column: str, caption_column: str, allow_paths_outside_data: bool = False
+) -> datasets.Dataset:
+    r"""
+    Read caption files row by row into one dataset, each row's problems recorded with it (see the module docstring).
+
+    Args:
+        files (`list[str]`): `.jsonl`/`.json`/`.csv` files, read in this order.
+        image_column (`str`): the column holding the image path (relative to the file's folder, or absolute).
+        caption_column (`str`): the column holding one caption or a list of captions.
+        allow_paths_outside_data (`bool`, *optional*, defaults to `False`): accept relative paths such as
+            `../other/x.jpg` that leave the folder of the caption file.
+
+    Returns:
+        `datasets.Dataset` with the columns of `FEATURES`; `bad_reason` is `None` on the rows that can be used.
+
+    Raises:
+        ValueError: a file cannot be read, a CSV header lacks a column, or a column is found in no JSON row.
+    """
+    columns = {name: [] for name in FEATURES}
+    first_row_of: dict[str, int] = {}
+    for path in files:
+        text = _read_text(path)
+        is_csv = path.lower().endswith(".csv")
+        records = _csv_records(text, path, (image_column, caption_column)) if is_csv else _json_records(text, path)
+        images = _ImagePaths(path, allow_paths_outside_data)
+        seen_keys: set[str] = set()  # the columns of a JSON file's objects
+        for line, record in records:
+            image = caption = bad = None
+            column = None
+            if isinstance(record, BadSampleError):
+                bad = record
+            else:
+                seen_keys.update(record)
+                try:
+                    column = caption_column
+                    if record.get(caption_column) is None:
+                        raise BadSampleError("missing_value", "no caption")
+                    caption = valid_captions(record[caption_column], validate=_caption)
+                    column = image_column
+                    image = images.resolve(record.get(image_column))
+                except BadSampleError as error:
+                    bad, image, caption = error, None, None
+            pair_id = PADDING_PAIR_ID if bad else first_row_of.setdefault(image, len(columns["file"]))
+            for name, value in (
+                ("image", image),
+                ("caption", caption),
+                ("pair_id", pair_id),
+                ("file", path),
+                ("line", line),
+                ("bad_reason", bad and bad.reason),
+                ("bad_column", column if bad else None),
+                ("bad_detail", bad and bad.detail),
+            ):
+                columns[name].append(value)
+        if seen_keys:
+            for name, argument in ((image_column, "image_column"), (caption_column, "caption_column")):
+                if name not in seen_keys:
+                    raise ValueError(
+                        f"{argument}={name!r} is not a column of {path}; its columns are {sorted(seen_keys)}"
+                    )
+    return datasets.Dataset.from_dict(columns, features=FEATURES)
+
+
+__all__ = ["FEATURES", "TEXT_FILE_EXTENSIONS", "read_caption_files"]
