@@ -6,6 +6,9 @@ same views and MLM masks."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -17,7 +20,7 @@ from safetensors.torch import load_file
 from modeling_mcd.trainer import MCDTrainer
 
 from conftest import tiny_tokenizer
-from test_run_mcd import TINY_RUN, _load_script
+from test_run_mcd import SCRIPT, TINY_RUN, _load_script
 
 pytestmark = pytest.mark.slow
 
@@ -74,3 +77,25 @@ def test_interrupted_streaming_run_resumes_at_the_same_position(tmp_path, monkey
     )
     for name, tensor in expected.items():
         torch.testing.assert_close(actual[name], tensor, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.distributed
+def test_two_processes_stream_with_a_bad_sample(tmp_path):
+    """Two processes on streamed shards, one image corrupt: each process reads the stream and keeps its share of
+    the batches (accelerate cannot send a batch of captions padded to another length, nor skipped-row records),
+    and the bad sample is skipped and logged."""
+    pattern = _shards(tmp_path, shards=2, per_shard=12)
+    with tarfile.open(tmp_path / "part-001.tar", "a") as tar:
+        for suffix, data in (("jpg", b"not a jpeg"), ("txt", b"a broken picture")):
+            info = tarfile.TarInfo(f"9999999.{suffix}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    tiny_tokenizer().save_pretrained(tmp_path / "tokenizer")
+    flags = [*TINY_RUN, "--dataset", pattern, "--streaming", "true", "--eval_synthetic", "false", "--max_steps", "4"]
+    flags += ["--tokenizer_name_or_path", str(tmp_path / "tokenizer"), "--output_dir", str(tmp_path / "out")]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([*command, *flags], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "9999999.jpg" in result.stderr and "not_an_image" in result.stderr
+    assert (tmp_path / "out" / "mcd-model" / "model.safetensors").is_file()

@@ -153,6 +153,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
 
     # 6. Train, resuming from the last checkpoint in output_dir if there is one.
+    if data_args.streaming and training_args.world_size > 1:
+        # accelerate would read the stream on the main process and send each process its batch, but it can only
+        # send tensors, not the skipped-row records a batch carries: every process reads the stream and keeps its
+        # own share of the batches instead.
+        training_args.accelerator_config.dispatch_batches = False
     trainer = MCDTrainer(
         model=model,
         args=training_args,
