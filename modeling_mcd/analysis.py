@@ -223,8 +223,73 @@ def save_result(result: MisalignmentResult, output_dir: str | Path, name: str) -
     return {"json": str(json_path), "png": str(png_path)}
 
 
+def load_for_analysis(path: str | Path) -> tuple[nn.Module, object]:
+    """A training checkpoint (its EMA teacher is analysed) or any saved dual encoder, and its tokenizer."""
+    from safetensors import safe_open
+    from transformers import AutoModel, AutoTokenizer
+
+    weights = Path(path) / "model.safetensors"
+    keys = list(safe_open(str(weights), "pt").keys()) if weights.is_file() else []
+    if any(key.startswith("teacher_") for key in keys):
+        model = MCDForPreTraining.from_pretrained(path)
+    else:
+        model = AutoModel.from_pretrained(path, use_safetensors=True)
+    return model.eval(), AutoTokenizer.from_pretrained(path)
+
+
+def analyze(
+    path: str | Path,
+    data: str,
+    output_dir: str | Path,
+    num_samples: int = 500,
+    seed: int = 0,
+    synthetic_image_size: int = 64,
+    image_mean: tuple[float, ...] = (0.5, 0.5, 0.5),
+    image_std: tuple[float, ...] = (0.5, 0.5, 0.5),
+) -> tuple[MisalignmentResult, dict[str, str]]:
+    r"""
+    `mcd analyze`: the misalignment analysis of a checkpoint or a saved model on `data`, written to `output_dir`.
+
+    Args:
+        path (`str`): a training checkpoint (`checkpoint-N`, with the teacher) or a saved dual encoder folder.
+        data (`str`): `"synthetic"` (the built-in scenes' test split) or a `captions.jsonl` (its test split; the
+            first caption of each image).
+        output_dir (`str`): where the JSON and the PNG go.
+        num_samples (`int`): pairs analysed.
+        seed (`int`): the views' seed.
+        synthetic_image_size (`int`): side of the synthetic scenes the model trained on.
+        image_mean, image_std: the views' normalisation (the run's image processor's).
+    """
+    model, tokenizer = load_for_analysis(path)
+    config = model.config
+    image_size = config.vision_config.image_size
+    base_size = int(round(image_size * 8 / 7))  # the training script's default base size
+    views = MCDViews(image_size, image_mean, image_std)
+    if data == "synthetic":
+        from .synthetic import SyntheticConfig
+
+        synthetic = SyntheticConfig(
+            image_size=synthetic_image_size, num_train=1, num_validation=1, num_test=num_samples
+        )
+        result = synthetic_misalignment(model, tokenizer, synthetic, views, base_size, num_samples, seed)
+    else:
+        from .evaluation.data import load_captioned_images
+
+        captioned = load_captioned_images(data, split="test")
+        count = min(num_samples, len(captioned.images))
+        first = {}
+        for caption, image in zip(captioned.captions, captioned.text_to_image.tolist()):
+            first.setdefault(image, caption)
+        images = torch.stack([resize_center_crop(captioned.images[i].convert("RGB"), base_size) for i in range(count)])
+        result = crop_misalignment(model, tokenizer, images, [first[i] for i in range(count)], views, seed)
+    name = f"{Path(path).name}_{'synthetic' if data == 'synthetic' else Path(data).parent.name}"
+    return result, save_result(result, output_dir, name)
+
+
 __all__ = [
     "MisalignmentResult",
+    "analyze",
+    "load_for_analysis",
     "crop_misalignment",
     "log_distance_ratios",
     "save_result",

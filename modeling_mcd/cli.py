@@ -289,12 +289,36 @@ def add_push_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=push_command)
 
 
+def analyze_command(args: argparse.Namespace) -> int:
+    """`mcd analyze`: the teacher's misalignment ratios against what the augmented crop still shows."""
+    from .analysis import analyze
+
+    result, paths = analyze(args.model, args.data, args.output_dir, args.samples, args.seed, args.synthetic_image_size)
+    print(f"{result.encoder} log distance ratio vs {result.measure}: Spearman {result.spearman:.4f} over "
+          f"{len(result.log_ratios)} pairs; wrote {paths['json']} and {paths['png']}")  # fmt: skip
+    return 0
+
+
+def add_analyze_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "analyze", help="misalignment analysis: the teacher's log distance ratios vs what the crop still shows"
+    )
+    parser.add_argument("model", help="a training checkpoint (its EMA teacher) or a saved dual encoder folder")
+    parser.add_argument("--data", default="synthetic", help="'synthetic' or a captions.jsonl (its test split)")
+    parser.add_argument("--output-dir", default=".", help="where the JSON and the *misalignment*.png go")
+    parser.add_argument("--samples", type=int, default=500, help="pairs analysed")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the views")
+    parser.add_argument("--synthetic-image-size", type=int, default=64, help="side of the synthetic scenes")
+    parser.set_defaults(func=analyze_command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `mcd` parser; each command adds its own sub-parser."""
     parser = argparse.ArgumentParser(prog="mcd", description="MCD: evaluate, export, document and share models")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_eval_parser(commands)
     add_export_parser(commands)
+    add_analyze_parser(commands)
     add_card_parser(commands)
     add_push_parser(commands)
     return parser

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from PIL import Image
 import pytest
 import torch
 from torch import nn
@@ -70,3 +71,28 @@ def test_synthetic_analysis_writes_its_json_and_plot(teacher_model, tmp_path):
     written = json.loads(open(paths["json"]).read())
     assert written["spearman"] == pytest.approx(result.spearman, nan_ok=True) and written["num_pairs"] == 40
     assert open(paths["png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mcd_analyze_on_a_checkpoint_and_on_a_saved_model(teacher_model, tiny_model_dir, tmp_path, capsys):
+    from modeling_mcd.cli import main as mcd
+
+    checkpoint = tmp_path / "checkpoint-7"
+    teacher_model.save_pretrained(checkpoint)
+    tiny_tokenizer().save_pretrained(checkpoint)
+    code = mcd(
+        ["analyze", str(checkpoint), "--samples", "12", "--synthetic-image-size", "32", "--output-dir", str(tmp_path)]
+    )
+    assert code == 0 and "teacher log distance ratio vs visible_fraction" in capsys.readouterr().out
+    assert (tmp_path / "checkpoint-7_synthetic_misalignment.png").is_file()
+
+    captions = tmp_path / "data" / "captions.jsonl"
+    captions.parent.mkdir()
+    rows = []
+    for i in range(5):
+        Image.fromarray(np.full((20, 24, 3), 40 * i, dtype=np.uint8)).save(captions.parent / f"{i}.png")
+        rows.append(json.dumps({"file_name": f"{i}.png", "captions": ["a red circle", "a dog"], "split": "test"}))
+    captions.write_text("\n".join(rows) + "\n")
+    code = mcd(["analyze", tiny_model_dir, "--data", str(captions), "--output-dir", str(tmp_path)])
+    assert code == 0 and "model log distance ratio vs crop_overlap" in capsys.readouterr().out
+    written = json.loads((tmp_path / "mcd-tiny_data_misalignment.json").read_text())
+    assert written["num_pairs"] == 5 and all(0.0 <= v <= 1.0 for v in written["misalignment"])
