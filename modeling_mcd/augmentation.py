@@ -34,8 +34,8 @@ class ViewsOutput:
     Args:
         pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
             The original view, normalised with the model's mean/std.
-        aug_pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`):
-            The augmented view, normalised the same way.
+        aug_pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`, *optional*):
+            The augmented view, normalised the same way (`None` when only the original view was asked for).
         boxes (`torch.FloatTensor` of shape `(batch_size, 4)`):
             Crop box `(x0, y0, x1, y1)` of the original view in input pixel coordinates (x1, y1 exclusive).
         aug_boxes (`torch.FloatTensor` of shape `(batch_size, 4)`):
@@ -208,15 +208,20 @@ class MCDViews(torch.nn.Module):
             K.RandomGaussianBlur(_blur_kernel_size(image_size), blur_sigma, p=_check_probability("blur_p", blur_p)),
         )
 
-    def _draw(self, images: torch.Tensor, offset: int, total: int) -> ViewsOutput:
+    def _draw(self, images: torch.Tensor, offset: int, total: int, augmented: bool = True) -> ViewsOutput:
         x = images.float() / 255.0  # (B, 3, H, W) in [0, 1]
         orig = _apply_rows(self.orig_crop, x, offset, total)  # (B, 3, S, S)
+        boxes = _boxes_from_params(self.orig_crop._params["src"]).to(images.device)  # (B, 4)
+        if not augmented:  # the original crop's parameters are drawn first: they are the same either way
+            pixel_values = _normalize(orig, self.image_mean, self.image_std)
+            return ViewsOutput(
+                pixel_values=pixel_values, aug_pixel_values=None, boxes=boxes, aug_boxes=None, overlap=None
+            )
         aug = _apply_rows(self.aug_crop, x, offset, total)
         for module in self.aug_pixels:
             aug = _apply_rows(module, aug, offset, total)
         aug = aug.clamp(0.0, 1.0)  # float rounding back into [0, 1]
         # The boxes are the crops kornia actually applied, read from the parameters of these rows.
-        boxes = _boxes_from_params(self.orig_crop._params["src"]).to(images.device)  # (B, 4)
         aug_boxes = _boxes_from_params(self.aug_crop._params["src"]).to(images.device)  # (B, 4)
         return ViewsOutput(
             pixel_values=_normalize(orig, self.image_mean, self.image_std),
@@ -228,7 +233,12 @@ class MCDViews(torch.nn.Module):
 
     @torch.no_grad()
     def forward(
-        self, images: torch.Tensor, seed: int | None = None, row_offset: int = 0, total_rows: int | None = None
+        self,
+        images: torch.Tensor,
+        seed: int | None = None,
+        row_offset: int = 0,
+        total_rows: int | None = None,
+        augmented: bool = True,
     ) -> ViewsOutput:
         r"""
         Args:
@@ -242,6 +252,8 @@ class MCDViews(torch.nn.Module):
                 (default: `batch_size`). The random parameters are drawn for the whole global batch and these
                 rows take theirs, so with one seed a sample gets the same views however the global batch is
                 split across processes (or micro-batches).
+            augmented (`bool`, *optional*, defaults to `True`): `False` makes the original view only (the `clip`
+                objective), the same as it is with the augmented one; the `aug_*` fields and `overlap` are then `None`.
 
         Returns:
             [`ViewsOutput`].
@@ -257,7 +269,7 @@ class MCDViews(torch.nn.Module):
         if self.orig_crop.device != device:
             self.to(device)
         if seed is None:
-            return self._draw(images, row_offset, total_rows)
+            return self._draw(images, row_offset, total_rows, augmented)
         forked = [] if device.type == "cpu" else [device]
         with torch.random.fork_rng(devices=forked, device_type=device.type):
             torch.random.default_generator.manual_seed(seed)
@@ -266,7 +278,7 @@ class MCDViews(torch.nn.Module):
                 backend = torch.get_device_module(device.type)
                 with backend.device(device):
                     backend.manual_seed(seed)
-            return self._draw(images, row_offset, total_rows)
+            return self._draw(images, row_offset, total_rows, augmented)
 
 
 def eval_transform(

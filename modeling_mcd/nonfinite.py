@@ -85,7 +85,8 @@ def _all_finite(optimizer: torch.optim.Optimizer) -> bool:
     grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     if not grads:
         return True
-    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+    # One fused norm per dtype/device group: a non-finite entry makes its tensor's norm non-finite.
+    return bool(torch.isfinite(torch.stack([norm.float() for norm in torch._foreach_norm(grads)])).all())
 
 
 __all__ = ["NonFiniteStepGuard"]

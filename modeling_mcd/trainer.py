@@ -82,6 +82,8 @@ class TeacherEMACallback(TrainerCallback):
         _unwrap(model).keep_teacher_fp32()
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
+        if not _unwrap(model).loss_fn.uses_teacher:
+            return  # `clip`, `mpnce`: no term reads the teacher
         if self.step_was_skipped():
             self.skipped_steps += 1
             logger.warning(
@@ -237,17 +239,19 @@ class MCDTrainer(Trainer):
         (the order in which accelerate deals batches), so a sample's views do not depend on the split."""
         images = inputs["pixel_values"]  # (B, 3, H, W) uint8 at the base size
         rows, world = images.shape[0], self.args.world_size  # rows: equal on every process
+        unwrapped = _unwrap(model)
         views = self.views(
             images,
             seed=self._view_seed(training),
             row_offset=(micro_batch * world + self.args.process_index) * rows,
             total_rows=micro_batches * world * rows,
+            augmented=unwrapped.loss_fn.objective != "clip",  # `clip` never looks at the augmented view
         )
         # Under DeepSpeed bf16/fp16 the towers' weights are in that dtype, and nothing autocasts their inputs.
-        dtype = next(_unwrap(model).mcd.parameters()).dtype
+        dtype = next(unwrapped.mcd.parameters()).dtype
         return model(
             pixel_values=views.pixel_values.to(dtype),
-            aug_pixel_values=views.aug_pixel_values.to(dtype),
+            aug_pixel_values=views.aug_pixel_values.to(dtype) if views.aug_pixel_values is not None else None,
             input_ids=inputs["input_ids"],
             attention_mask=inputs.get("attention_mask"),
             token_type_ids=inputs.get("token_type_ids"),

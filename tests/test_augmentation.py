@@ -213,3 +213,12 @@ def test_split_global_batch_gets_the_views_of_one_batch():
     assert not torch.equal(views(images, seed=12).aug_pixel_values, whole.aug_pixel_values)
     with pytest.raises(ValueError, match="do not fit"):
         views(images, seed=11, row_offset=1, total_rows=7)
+
+
+def test_original_view_alone_is_the_original_view_of_both():
+    views = MCDViews(16, (0.5,) * 3, (0.5,) * 3)
+    images = torch.randint(0, 256, (5, 3, 21, 19), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    both, alone = views(images, seed=4), views(images, seed=4, augmented=False)
+    torch.testing.assert_close(alone.pixel_values, both.pixel_values, rtol=0, atol=0)
+    torch.testing.assert_close(alone.boxes, both.boxes, rtol=0, atol=0)
+    assert alone.aug_pixel_values is None and alone.aug_boxes is None and alone.overlap is None

@@ -1,0 +1,252 @@
+# Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
+"""Does the input pipeline keep up with the model? Samples/s through decoding, the collator and the on-device views, on
+real data (Flickr8k from ../shared/data), next to the model's samples/s at the same batch size.
+
+    python bench/data.py                          # CPU: the small size of bench/step.py, batch 64, 0-2 workers
+    python bench/data.py --device cuda --size vitb32 --batch 256 --workers 0 4 8 16
+    python bench/data.py --tiny                   # seconds, for the tests
+
+The pipeline is the training run's (training/run_mcd.py with MCDTrainer):
+`load_image_text_dataset` -> `ImageTextDataset` (decode one JPEG, resize + centre-crop to the uint8 base size, draw a
+caption) -> `KeyedSamples` -> a torch `DataLoader` with N workers collating with `SeededCollator(MCDCollator)`
+(tokenize, MLM-mask each caption with its own seed) -> on the device, `MCDViews` (both views, in the training
+process). The model's rate is one `mcd` training step (MLM on) on a collated batch of this data, timed with
+bench/step.py's code (imported, not copied); that step already makes the views.
+
+Reported:
+- each stage alone, in this process: decode (`dataset[i]`), collate (one batch), views (one batch on the device);
+- the DataLoader's samples/s for each worker count (decode + collate in the workers; its start-up excluded);
+- the chosen worker count: the fewest that feed the model 3 times over (the issue's target), else the fastest;
+- what limits it: the stage with the largest cost per sample once decode and collate are shared by the workers.
+
+Caveat: the DataLoader is timed alone. In training its workers share the machine's cores with the model's threads
+(on a 2-core CPU, fully), so the rates here are upper bounds there; on a GPU machine with spare cores they are not.
+The last line of the output is one JSON object; `--json PATH` also writes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/step.py, when run as a script or loaded by path
+import step  # noqa: E402
+
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "flickr8k" / "captions.jsonl"
+TARGET = 3.0  # the input pipeline must feed the model at least 3 times over
+
+
+def load_rows(path: Path, samples: int | None):
+    """Flickr8k's jsonl as `load_image_text_dataset` opens it (image paths relative to the file, 5 captions a row)."""
+    from modeling_mcd.data import load_image_text_dataset
+
+    rows = load_image_text_dataset(str(path), image_column="file_name", caption_column="captions")
+    return rows.select(range(min(samples, len(rows)))) if samples else rows
+
+
+def build_pipeline(rows, size: step.Size, seed: int = 0):
+    """The run's dataset, tokenizer and collator: (KeyedSamples, SeededCollator, tokenizer)."""
+    from modeling_mcd.builder import caption_corpus
+    from modeling_mcd.data import KeyedSamples, MCDCollator, SeededCollator, image_text_dataset
+    from modeling_mcd.wordpiece import train_wordpiece_tokenizer
+
+    tokenizer = train_wordpiece_tokenizer(caption_corpus(rows), vocab_size=size.vocab_size)
+    dataset = KeyedSamples(image_text_dataset(rows, size.base_image_size, seed=seed))
+    collator = SeededCollator(MCDCollator(tokenizer=tokenizer, max_length=size.text_length), seed)
+    return dataset, collator, tokenizer
+
+
+def time_decode(dataset, count: int) -> float:
+    """Seconds per sample of `dataset[i]`: read, decode, resize + crop to the base size, draw a caption."""
+    for index in range(min(8, len(dataset))):  # warm-up: the image plugins load on first use
+        dataset[index]
+    start = time.perf_counter()
+    for index in range(count):
+        dataset[index % len(dataset)]
+    return (time.perf_counter() - start) / count
+
+
+def time_collate(dataset, collator, batch: int, repeats: int = 3) -> tuple[float, dict[str, Any]]:
+    """Seconds per sample of the collator on one batch (median of `repeats`), and that batch."""
+    samples = [dataset[index % len(dataset)] for index in range(batch)]
+    times, collated = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        collated = collator(samples)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) / batch, collated
+
+
+def time_loader(dataset, collator, batch: int, workers: int, batches: int, seed: int = 0) -> dict[str, float]:
+    """The DataLoader's samples/s over `batches` batches after the first (start-up, timed apart), with `workers`."""
+    sampler = torch.utils.data.RandomSampler(
+        dataset, replacement=True, num_samples=(batches + 1) * batch, generator=torch.Generator().manual_seed(seed)
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collator,
+        drop_last=True,
+        prefetch_factor=4 if workers else None,
+    )
+    start = time.perf_counter()
+    iterator = iter(loader)
+    next(iterator)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    count = sum(1 for _ in iterator)
+    elapsed = time.perf_counter() - start
+    del iterator
+    return {"workers": workers, "first_batch_s": first, "samples_per_s": count * batch / elapsed}
+
+
+def model_rate(
+    size: step.Size, collated: dict[str, Any], device: torch.device, dtype: str, warmup: int, steps: int
+) -> tuple[float, step.Runner]:
+    """Seconds of one `mcd` training step (bench/step.py's runner) on `collated` (real data), and the runner."""
+    batch = collated["pixel_values"].shape[0]
+    runner = step.build_ours(size, "mcd", device, batch, dtype, tempfile.mkdtemp(prefix="mcd-bench-"))
+    runner.inputs = {name: value.to(device) if torch.is_tensor(value) else value for name, value in collated.items()}
+    for _ in range(max(warmup, 1)):
+        step.timed(runner.step, device)
+    return statistics.median(step.timed(runner.step, device) for _ in range(steps)), runner
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    size, device, batch = step.SIZES[args.size], args.device, args.batch
+    start = time.perf_counter()
+    rows = load_rows(args.data, args.samples)
+    dataset, collator, tokenizer = build_pipeline(rows, size)
+    setup_s = time.perf_counter() - start
+
+    decode_s = time_decode(dataset, args.decode_samples)
+    collate_s, collated = time_collate(dataset, collator, batch)
+    loaders = [time_loader(dataset, collator, batch, workers, args.batches) for workers in args.workers]
+
+    step_s, runner = model_rate(size, collated, device, args.dtype, args.warmup, args.steps)
+    images = runner.inputs["pixel_values"]
+    views_batch_s = statistics.median(
+        step.timed(lambda: runner.trainer.views(images, seed=1), device) for _ in range(args.steps + 1)
+    )
+    model_sps = batch / step_s
+
+    for loader in loaders:
+        loader["over_model"] = loader["samples_per_s"] / model_sps
+    feeding = [loader for loader in loaders if loader["over_model"] >= TARGET]
+    chosen = min(feeding, key=lambda x: x["workers"]) if feeding else max(loaders, key=lambda x: x["samples_per_s"])
+    shared = max(chosen["workers"], 1)
+    # Cost per sample of each stage where it runs: decode and collate shared by the workers, the views in the
+    # training process (in the model's step).
+    costs = {"decode": decode_s / shared, "collate": collate_s / shared, "views": views_batch_s / batch}
+    limit = max(costs, key=costs.get)
+    return {
+        "device": device.type,
+        "device_name": step.device_name(device),
+        "date": datetime.date.today().isoformat(),
+        "data": str(args.data),
+        "rows": len(rows),
+        "size": args.size,
+        "batch": batch,
+        "dtype": args.dtype,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "vocab_size": len(tokenizer),
+        "setup_s": setup_s,
+        "stage_samples_per_s": {
+            "decode": 1 / decode_s,
+            "collate": 1 / collate_s,
+            "views": batch / views_batch_s,
+        },
+        "loader": loaders,
+        "model_step_s": step_s,
+        "model_samples_per_s": model_sps,
+        "views_share_of_step": views_batch_s / step_s,
+        "chosen_workers": chosen["workers"],
+        "pipeline_samples_per_s": chosen["samples_per_s"],
+        "pipeline_over_model": chosen["over_model"],
+        "target": TARGET,
+        "target_holds": chosen["over_model"] >= TARGET,
+        "limit": limit,
+        "stage_cost_per_sample_s": costs,
+    }
+
+
+def report(result: dict[str, Any]) -> None:
+    print(
+        f"{result['device_name']} | {result['rows']} rows of {result['data']} | size {result['size']} | "
+        f"batch {result['batch']} | {result['dtype']}"
+    )
+    stages = result["stage_samples_per_s"]
+    print(
+        f"one process: decode {stages['decode']:.0f}/s, collate {stages['collate']:.0f}/s, "
+        f"views {stages['views']:.0f}/s on {result['device']} ({100 * result['views_share_of_step']:.1f} % of a step)"
+    )
+    for loader in result["loader"]:
+        print(
+            f"DataLoader, {loader['workers']} workers: {loader['samples_per_s']:.0f} samples/s "
+            f"(first batch {loader['first_batch_s']:.2f} s), {loader['over_model']:.2f}x the model"
+        )
+    print(f"model (mcd step, MLM on): {result['model_samples_per_s']:.1f} samples/s ({result['model_step_s']:.3f} s)")
+    print(
+        f"chosen: {result['chosen_workers']} workers, pipeline / model = {result['pipeline_over_model']:.2f} "
+        f"(target >= {result['target']:.0f}: {'holds' if result['target_holds'] else 'MISSED'}); "
+        f"limited by {result['limit']}"
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="captions.jsonl of Flickr8k (default: shared)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--size", choices=sorted(step.SIZES), help="bench/step.py's sizes (default: small / vitb32)")
+    parser.add_argument("--batch", type=int, help="default: 64 on CPU, 256 on CUDA")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), help="default: fp32 on CPU, bf16 on CUDA")
+    parser.add_argument("--workers", type=int, nargs="+", help="DataLoader worker counts to try (default: 0..cores)")
+    parser.add_argument("--batches", type=int, help="batches timed per worker count (default 10)")
+    parser.add_argument("--samples", type=int, help="use only the first rows (default: all)")
+    parser.add_argument("--decode-samples", type=int, help="samples decoded to time decoding (default 256)")
+    parser.add_argument("--warmup", type=int, help="model warm-up steps (default 1)")
+    parser.add_argument("--steps", type=int, help="model steps timed (default 3)")
+    parser.add_argument("--threads", type=int, help="CPU threads of the model (default: 2 on CPU)")
+    parser.add_argument("--tiny", action="store_true", help="48 rows, tiny model, batch 8, 0-1 workers (tests)")
+    parser.add_argument("--json", type=Path, help="also write the JSON object here")
+    args = parser.parse_args(argv)
+    args.device = torch.device(args.device)
+    cuda = args.device.type == "cuda"
+    if args.tiny:
+        defaults = {"size": "tiny", "batch": 8, "workers": [0, 1], "batches": 3, "samples": 48, "decode_samples": 16}
+        defaults |= {"warmup": 1, "steps": 1}
+    else:
+        defaults = {"size": step.default_size(args.device), "batch": 256 if cuda else 64, "batches": 10}
+        defaults |= {"workers": list(range(0, min(os.cpu_count() or 1, 16) + 1, 1 if not cuda else 4))}
+        defaults |= {"decode_samples": 256, "warmup": 1, "steps": 3}
+    defaults |= {"dtype": "bf16" if cuda else "fp32", "threads": None if cuda else 2}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run(args)
+    report(result)
+    step.emit(result, args.json)
+    return result
+
+
+if __name__ == "__main__":
+    main()
