@@ -224,13 +224,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    result = run(args)
-    report(result)
-    step.emit(result, args.json)
-    return result
+    return step.run_cli(argv, parse_args, run, report)
 
 
 if __name__ == "__main__":

@@ -720,6 +720,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
+def run_cli(argv, parse_args, run, report) -> dict[str, Any]:
+    """The shared `main` of the bench scripts: parse, set the thread count, run, print the table, emit the JSON."""
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run(args)
+    report(result)
+    emit(result, args.json)
+    return result
+
+
 def emit(result: dict[str, Any], path: Path | None) -> None:
     """The JSON object: written to `path` when given, and printed as the last line of the output."""
     line = json.dumps(result, default=str)
