@@ -232,9 +232,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         defaults |= {"workers": list(range(0, min(os.cpu_count() or 1, 16) + 1, 1 if not cuda else 4))}
         defaults |= {"decode_samples": 256, "warmup": 1, "steps": 3}
     defaults |= {"dtype": "bf16" if cuda else "fp32", "threads": None if cuda else 2}
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    step.fill_defaults(args, defaults)
     return args
 
 

@@ -210,9 +210,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     else:
         defaults = {"device": "cuda", "size": "vitb32", "batch": 256, "warmup": 5, "steps": 20, "max_batch": 4096}
         defaults |= {"batch_step": 32}
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    step.fill_defaults(args, defaults)
     args.device = torch.device(args.device)
     if args.device.type == "cuda" and not torch.cuda.is_available():
         parser.error("no CUDA device: run on a GPU machine, or with --tiny on the CPU")

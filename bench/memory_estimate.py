@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=256, help="images per GPU")
     parser.add_argument("--gpus", type=int, default=8, help="data-parallel processes")
-    parser.add_argument("--text-length", type=int, default=77, help="caption tokens (the YFCC15M recipe's max_seq_length)")
+    parser.add_argument(
+        "--text-length", type=int, default=77, help="caption tokens (the YFCC15M recipe's max_seq_length)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     result = estimate(args.batch, args.gpus, args.text_length)

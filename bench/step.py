@@ -694,17 +694,12 @@ def parse_args(argv: list[str] | None = None, description: str = __doc__) -> arg
         defaults = {"size": default_size(args.device), "batch": 256 if cuda else 64}
         defaults |= {"warmup": 5 if cuda else 2, "steps": 20 if cuda else 5}
     defaults |= {"dtype": "bf16" if cuda else "fp32", "threads": None if cuda else 2}
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    fill_defaults(args, defaults)
     return args
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    result = run_benchmark(
+def _run_parsed(args: argparse.Namespace) -> dict[str, Any]:
+    return run_benchmark(
         args.size,
         args.device,
         args.batch,
@@ -715,9 +710,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         compile_=args.compile,
         with_probes=args.probes,
     )
-    report(result)
-    emit(result, args.json)
-    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    return run_cli(argv, parse_args, _run_parsed, report)
+
+
+def fill_defaults(args: argparse.Namespace, defaults: dict[str, Any]) -> None:
+    """Give every option the user left unset (`None`) its default for this run."""
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
 
 
 def run_cli(argv, parse_args, run, report) -> dict[str, Any]:
