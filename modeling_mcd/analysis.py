@@ -134,13 +134,14 @@ def log_distance_ratios(
         batch_size (`int`, *optional*): pairs encoded at once.
 
     Returns:
-        `(log_ratios (N,), aug_boxes (N, 4))`, the boxes in base-image pixels.
+        `(log_ratios (N,), aug_boxes (N, 4), overlap (N,))`: the boxes in base-image pixels, and the share of the
+        original view the augmented one still shows (`augmentation.crop_overlap`).
     """
     model.eval()
     encode_image, _ = _image_encoder(model)
     encode_text = _text_encoder(model)
     accepted = {"input_ids", "attention_mask", "token_type_ids"}
-    ratios, boxes = [], []
+    ratios, boxes, overlaps = [], [], []
     total = images.shape[0]
     for start in range(0, total, batch_size):
         chunk = images[start : start + batch_size]
@@ -152,7 +153,8 @@ def log_distance_ratios(
         d_aug = (text - augmented).norm(dim=-1).clamp(min=1e-6)
         ratios.append(torch.log(d_aug) - torch.log(d_orig))
         boxes.append(out.aug_boxes)
-    return torch.cat(ratios).float(), torch.cat(boxes)
+        overlaps.append(out.overlap)
+    return torch.cat(ratios).float(), torch.cat(boxes), torch.cat(overlaps)
 
 
 def synthetic_misalignment(
@@ -163,7 +165,7 @@ def synthetic_misalignment(
 
     samples = [render_sample(config, "test", i) for i in range(num_samples)]
     images = torch.stack([resize_center_crop(sample["image"], base_size) for sample in samples])  # (N, 3, B, B)
-    ratios, aug_boxes = log_distance_ratios(model, tokenizer, images, [s["caption"] for s in samples], views, seed)
+    ratios, aug_boxes, _ = log_distance_ratios(model, tokenizer, images, [s["caption"] for s in samples], views, seed)
     scale = config.image_size / base_size  # the scenes are square: the base image is a plain rescale
     visible = [
         visible_fraction(sample["objects"], tuple(float(v) * scale for v in box))
@@ -176,14 +178,8 @@ def crop_misalignment(
     model: nn.Module, tokenizer, images: torch.Tensor, captions: list[str], views: MCDViews, seed: int = 0
 ) -> MisalignmentResult:
     """On any captioned images: the log ratios against the overlap of the two crop boxes."""
-    model.eval()
-    overlaps = []
-    total = images.shape[0]
-    for start in range(0, total, 64):
-        out = views(images[start : start + 64], seed=seed, row_offset=start, total_rows=total)
-        overlaps += out.overlap.tolist()
-    ratios, _ = log_distance_ratios(model, tokenizer, images, captions, views, seed)
-    return MisalignmentResult(ratios.tolist(), overlaps, "crop_overlap", _image_encoder(model)[1])
+    ratios, _, overlap = log_distance_ratios(model, tokenizer, images, captions, views, seed)
+    return MisalignmentResult(ratios.tolist(), overlap.tolist(), "crop_overlap", _image_encoder(model)[1])
 
 
 def save_result(result: MisalignmentResult, output_dir: str | Path, name: str) -> dict[str, str]:
@@ -246,6 +242,7 @@ def analyze(
     synthetic_image_size: int = 64,
     image_mean: tuple[float, ...] = (0.5, 0.5, 0.5),
     image_std: tuple[float, ...] = (0.5, 0.5, 0.5),
+    base_image_size: int | None = None,
 ) -> tuple[MisalignmentResult, dict[str, str]]:
     r"""
     `mcd analyze`: the misalignment analysis of a checkpoint or a saved model on `data`, written to `output_dir`.
@@ -259,11 +256,13 @@ def analyze(
         seed (`int`): the views' seed.
         synthetic_image_size (`int`): side of the synthetic scenes the model trained on.
         image_mean, image_std: the views' normalisation (the run's image processor's).
+        base_image_size (`int`, *optional*): the run's `--base_image_size`; default: the training script's default,
+            8/7 of the model's image size.
     """
     model, tokenizer = load_for_analysis(path)
     config = model.config
     image_size = config.vision_config.image_size
-    base_size = int(round(image_size * 8 / 7))  # the training script's default base size
+    base_size = base_image_size or int(round(image_size * 8 / 7))  # the training script's default base size
     views = MCDViews(image_size, image_mean, image_std)
     if data == "synthetic":
         from .synthetic import SyntheticConfig

@@ -293,7 +293,15 @@ def analyze_command(args: argparse.Namespace) -> int:
     """`mcd analyze`: the teacher's misalignment ratios against what the augmented crop still shows."""
     from .analysis import analyze
 
-    result, paths = analyze(args.model, args.data, args.output_dir, args.samples, args.seed, args.synthetic_image_size)
+    result, paths = analyze(
+        args.model,
+        args.data,
+        args.output_dir,
+        args.samples,
+        args.seed,
+        args.synthetic_image_size,
+        base_image_size=args.base_image_size,
+    )
     print(f"{result.encoder} log distance ratio vs {result.measure}: Spearman {result.spearman:.4f} over "
           f"{len(result.log_ratios)} pairs; wrote {paths['json']} and {paths['png']}")  # fmt: skip
     return 0
@@ -309,6 +317,7 @@ def add_analyze_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--samples", type=int, default=500, help="pairs analysed")
     parser.add_argument("--seed", type=int, default=0, help="seed of the views")
     parser.add_argument("--synthetic-image-size", type=int, default=64, help="side of the synthetic scenes")
+    parser.add_argument("--base-image-size", type=int, help="the run's --base_image_size (default: 8/7 of the model's)")
     parser.set_defaults(func=analyze_command)
 
 

@@ -42,7 +42,9 @@ def test_log_ratios_are_the_teachers_distances_under_the_training_views(teacher_
     views = MCDViews(TINY_IMAGE_SIZE, (0.5,) * 3, (0.5,) * 3)
     images = torch.randint(0, 256, (7, 3, 36, 36), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     captions = ["a red circle", "two blue squares", "a cat", "a dog", "a big star", "a plane", "three crosses"]
-    ratios, boxes = log_distance_ratios(teacher_model, tiny_tokenizer(), images, captions, views, seed=3, batch_size=3)
+    ratios, boxes, overlap = log_distance_ratios(
+        teacher_model, tiny_tokenizer(), images, captions, views, seed=3, batch_size=3
+    )
     # Naive reference: the views of the whole set at once, the teacher's towers by hand, v̄ = the student's v.
     out = views(images, seed=3)
     with torch.no_grad():
@@ -58,6 +60,7 @@ def test_log_ratios_are_the_teachers_distances_under_the_training_views(teacher_
         )
     torch.testing.assert_close(ratios, expected, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(boxes, out.aug_boxes)
+    torch.testing.assert_close(overlap, out.overlap)
 
 
 def test_synthetic_analysis_writes_its_json_and_plot(teacher_model, tmp_path):
