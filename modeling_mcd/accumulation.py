@@ -17,6 +17,10 @@ of one global batch of k·W·B rows:
    replay, so the gradients summed over the k replays are exactly those of one pass over the whole batch. MLM is a
    per-token sum: each replay adds its own tokens, normalised by the step's total count.
 
+With the local loss (`--local_loss`), each process's anchors in every replay are its own rows of ALL k micro-batches
+(`FeatureCache.local_rows`), against every cached row: the anchors of the W processes partition the step's rows, so
+each replay still has the whole objective's value and, after DDP's average, its gradient through the fresh block.
+
 The loss of every replay has the value and gradient of the whole objective; `MCDTrainer` reports a k-th of the
 shared terms per replay, so the step's logged loss is the objective's value.
 
@@ -32,7 +36,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .distributed import gather_no_grad, gather_with_grad
+from .distributed import gather_no_grad, gather_with_grad, world_info
 from .objective import count_masked_tokens
 from .pretraining import MCDPreTrainingOutput
 
@@ -79,6 +83,20 @@ class FeatureCache:
     @property
     def num_micro_batches(self) -> int:
         return len(self.blocks)
+
+    def local_rows(self, device: torch.device) -> torch.Tensor:
+        r"""
+        This process's rows among the cached rows of the step: its anchors with the local loss (`MCDLoss.terms`).
+
+        Returns:
+            `(k·B,)` long: row `j·W·B + r·B + b` for micro-batch j, this process's rank r and each local row b (the
+            cache holds micro-batch after micro-batch, each gathered in rank order).
+        """
+        rank, world_size = world_info()
+        block = self.blocks[0]["image_embeds"].shape[0]  # W·B rows per micro-batch
+        rows = block // world_size
+        starts = torch.arange(self.num_micro_batches, device=device) * block + rank * rows  # (k,)
+        return (starts[:, None] + torch.arange(rows, device=device)).flatten()  # (k·B,)
 
     def global_embeddings(self, index: int, fresh: MCDPreTrainingOutput) -> dict[str, torch.Tensor | None]:
         r"""

@@ -13,8 +13,13 @@ Why `gather_with_grad` gives exact gradients under DDP / DeepSpeed:
    dL/de * de/dθ = sum_{all e} dL/de * de/dθ = dL/dθ, exactly the 1-process gradient.
 
 Parameters used outside the gather (e.g. `logit_scale`) get the full dL/dθ on every rank, and the
-average of W identical values is dL/dθ again. `tests/test_distributed_losses.py` checks all of this
+average of W identical values is dL/dθ again. `tests/test_distributed.py` and `tests/test_local_loss.py` check all of this
 with 2 gloo processes against 1 process holding the whole batch.
+
+With the local loss (`MCDLoss(local_loss=True)`, docs/method.md §9) rank r computes only its own anchors'
+share L_r of L (Σ_r L_r = L) and back-propagates W · L_r: in step 2 each local embedding then receives
+Σ_r W · dL_r/de = W * dL/de as above, and `logit_scale`'s W · dL_r/dθ average to dL/dθ
+(`tests/test_local_loss.py`).
 
 Every function is the identity (or a plain reduction) when `torch.distributed` is not initialised, so
 the same code runs in a single process.

@@ -7,6 +7,13 @@ embeddings to `MCDLoss.terms`, which combines the pure terms of `modeling_mcd.lo
 depend on how the global batch is split. Gradient accumulation (`modeling_mcd.accumulation`) calls `terms`
 directly on embeddings it gathered itself.
 
+With `local_loss` (`--local_loss`, open_clip's `--local-loss`; docs/method.md §9) each process computes only the
+terms anchored at its OWN rows, against every row of the global batch: (3B, 3N) MP-NCE logits instead of (3N, 3N),
+(B, N) distance matrices instead of (N, N). Each such term is this process's share of the global term (the pure
+terms divide by the global normaliser, `modeling_mcd.losses`), so the shares of the W processes add up to it. The
+value reported is that sum (one all-reduce, without gradient) and the gradient is W × the share's: DDP averages over
+the W processes, and W · (1/W) · Σ_r ∂share_r = ∂(global term), the gradient without `local_loss`.
+
 The objective is always computed in float32 (float64 stays float64), with autocast off: under bf16 the
 (3N)² logits, the cosines and the square roots of 2 − 2cos lose the small distance ratios the distillation
 terms regress on (measured: L_pos and L_noisy 40 % off a float64 reference with a teacher 1 % away from the
@@ -20,7 +27,7 @@ import math
 import torch
 from torch import nn
 
-from .distributed import all_reduce_sum, gather_no_grad, gather_with_grad
+from .distributed import all_reduce_sum, gather_no_grad, gather_with_grad, world_info
 from .losses import (
     DISTILL_LOSSES,
     clip_loss,
@@ -30,6 +37,7 @@ from .losses import (
     mlm_loss,
     mp_nce_loss,
 )
+from .pairs import rows_of
 
 #: The training objectives (docs/method.md §2): CLIP's loss, MP-NCE alone, or MP-NCE + distillation.
 OBJECTIVES = ("clip", "mpnce", "mcd")
@@ -70,6 +78,9 @@ class MCDLoss(nn.Module):
         eps: ε added to distances in the log-ratio loss.
         use_pos, use_neg, use_noisy: switch each distillation term (objective `mcd` only).
         use_mlm: add the MLM term (every objective).
+        local_loss: in `forward`, compute only the terms anchored at this process's rows, against the whole global
+            batch (see the module docstring): the same value and, after DDP's average, the same gradients, with
+            W times smaller logit and distance matrices.
     """
 
     def __init__(
@@ -86,6 +97,7 @@ class MCDLoss(nn.Module):
         use_neg: bool = True,
         use_noisy: bool = True,
         use_mlm: bool = True,
+        local_loss: bool = False,
     ):
         super().__init__()
         if objective not in OBJECTIVES:
@@ -116,13 +128,14 @@ class MCDLoss(nn.Module):
         self.use_neg = use_neg
         self.use_noisy = use_noisy
         self.use_mlm = use_mlm
+        self.local_loss = local_loss
 
     def extra_repr(self) -> str:
         return (
             f"objective={self.objective!r}, lambda_dist={self.lambda_dist}, lambda_pos={self.lambda_pos}, "
             f"lambda_neg={self.lambda_neg}, lambda_noisy={self.lambda_noisy}, beta_mlm={self.beta_mlm}, "
             f"distill_loss={self.distill_loss!r}, use_pos={self.use_pos}, use_neg={self.use_neg}, "
-            f"use_noisy={self.use_noisy}, use_mlm={self.use_mlm}"
+            f"use_noisy={self.use_noisy}, use_mlm={self.use_mlm}, local_loss={self.local_loss}"
         )
 
     def forward(
@@ -162,6 +175,10 @@ class MCDLoss(nn.Module):
         """
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        anchor_rows = None
+        if self.local_loss:  # this process's rows of the global batch: rank r holds rows r·B .. (r+1)·B - 1
+            rank, rows = world_info()[0], image_embeds.shape[0]
+            anchor_rows = torch.arange(rank * rows, (rank + 1) * rows, device=image_embeds.device)  # (B,)
         needs_aug = self.objective != "clip"
         needs_pos_or_noisy = self.uses_teacher and (self.use_pos or self.use_noisy)
         needs_pos_or_neg = self.uses_teacher and (self.use_pos or self.use_neg)
@@ -187,6 +204,7 @@ class MCDLoss(nn.Module):
             mlm_labels=mlm_labels,
             alpha=alpha,
             pair_ids=gather_no_grad(pair_ids) if pair_ids is not None else None,
+            anchor_rows=anchor_rows,
         )
 
     @property
@@ -208,12 +226,18 @@ class MCDLoss(nn.Module):
         alpha: float = 0.0,
         mlm_count: torch.Tensor | None = None,
         pair_ids: torch.Tensor | None = None,
+        anchor_rows: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Every applicable term from GLOBAL embeddings (N, D), in float32 with autocast off.
 
         Same arguments as `forward`, but every embedding (and `pair_ids`) is already the whole global batch;
         `mlm_logits` and `mlm_labels` stay LOCAL (the MLM loss is a per-token sum, normalised by `mlm_count`, the
         global number of masked tokens; by default counted over the processes).
+
+        `anchor_rows` (R,): the local loss (see the module docstring). The rows of the global batch that are THIS
+        process's anchors; the anchor sets of the processes must partition the N rows. Every contrastive and
+        distillation term then has the global value (all-reduced; a collective: every process must call) and
+        W × the gradient of this process's share. `None`: every term over every anchor, on every process.
         """
         with torch.autocast(device_type=image.device.type, enabled=False):
             return self._terms(
@@ -223,57 +247,57 @@ class MCDLoss(nn.Module):
                 alpha,
                 mlm_count,
                 pair_ids,
+                anchor_rows,
             )
 
     def _terms(
         self, image, text, logit_scale, aug_image, teacher_image, teacher_aug, teacher_text, mlm_logits, mlm_labels,
-        alpha, mlm_count, pair_ids,
+        alpha, mlm_count, pair_ids, anchor_rows,
     ) -> dict[str, torch.Tensor]:  # fmt: skip
         terms: dict[str, torch.Tensor] = {}
         if self.objective == "clip":
-            logits_per_text = logit_scale * text @ image.t()  # (N, N)
-            terms["contrastive_loss"] = clip_loss(logits_per_text, pair_ids)
+            # Text anchors against every image (R, N); with anchor rows also the image anchors against every text.
+            logits_per_text = logit_scale * rows_of(text, anchor_rows) @ image.t()
+            logits_per_image = None if anchor_rows is None else logit_scale * image[anchor_rows] @ text.t()
+            terms["contrastive_loss"] = clip_loss(logits_per_text, pair_ids, logits_per_image, anchor_rows)
         else:
             aug_image = _required(aug_image, "aug_image_embeds", self.objective)
             terms["contrastive_loss"] = mp_nce_loss(
-                image, text, aug_image, logit_scale, aug_weight=1.0 - alpha, pair_ids=pair_ids
+                image, text, aug_image, logit_scale, 1.0 - alpha, pair_ids=pair_ids, anchor_rows=anchor_rows
             )
-        loss = terms["contrastive_loss"]
 
+        distill_weights: dict[str, float] = {}  # the enabled distillation terms, by name, with their λ
         if self.uses_teacher:
             teacher_text = text.detach() if teacher_text is None else teacher_text
-            distill = torch.zeros((), dtype=loss.dtype, device=loss.device)
             if self.use_pos or self.use_noisy:
                 teacher_image = _required(teacher_image, "teacher_image_embeds", "L_pos/L_noisy")
             if self.use_pos or self.use_neg:
                 teacher_aug = _required(teacher_aug, "teacher_aug_image_embeds", "L_pos/L_neg")
+            common = {"eps": self.eps, "kind": self.distill_loss, "pair_ids": pair_ids, "anchor_rows": anchor_rows}
             if self.use_pos:
                 terms["distill_pos_loss"] = distill_pos_loss(
-                    image,
-                    text,
-                    aug_image,
-                    teacher_image,
-                    teacher_text,
-                    teacher_aug,
-                    self.eps,
-                    self.distill_loss,
-                    pair_ids,
+                    image, text, aug_image, teacher_image, teacher_text, teacher_aug, **common
                 )
-                distill = distill + self.lambda_pos * terms["distill_pos_loss"]
+                distill_weights["distill_pos_loss"] = self.lambda_pos
             if self.use_neg:
-                terms["distill_neg_loss"] = distill_neg_loss(
-                    text, aug_image, teacher_text, teacher_aug, self.eps, self.distill_loss, pair_ids
-                )
-                distill = distill + self.lambda_neg * terms["distill_neg_loss"]
+                terms["distill_neg_loss"] = distill_neg_loss(text, aug_image, teacher_text, teacher_aug, **common)
+                distill_weights["distill_neg_loss"] = self.lambda_neg
             if self.use_noisy:
-                terms["distill_noisy_loss"] = distill_noisy_loss(
-                    image, text, teacher_image, teacher_text, self.eps, self.distill_loss, pair_ids
-                )
-                distill = distill + self.lambda_noisy * terms["distill_noisy_loss"]
+                terms["distill_noisy_loss"] = distill_noisy_loss(image, text, teacher_image, teacher_text, **common)
+                distill_weights["distill_noisy_loss"] = self.lambda_noisy
+        if anchor_rows is not None:
+            terms = _global_terms(terms)
+
+        loss = terms["contrastive_loss"]
+        if self.uses_teacher:
+            distill = torch.zeros((), dtype=loss.dtype, device=loss.device)
+            for name, weight in distill_weights.items():
+                distill = distill + weight * terms[name]
             terms["distill_loss"] = distill
             loss = loss + self.lambda_dist * distill
 
         if self.use_mlm:
+            # A per-token sum over this process's captions / the global count: a share already, local loss or not.
             terms["mlm_loss"] = mlm_loss(
                 _required(mlm_logits, "mlm_logits", "use_mlm=True"),
                 _required(mlm_labels, "mlm_labels", "use_mlm=True"),
@@ -283,6 +307,26 @@ class MCDLoss(nn.Module):
 
         terms["loss"] = loss
         return terms
+
+
+def _global_terms(shares: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Local-loss shares -> terms with the GLOBAL value and W × the share's gradient (see the module docstring).
+
+    Args:
+        shares: scalar terms, each this process's share of a global term (the shares of all processes add up to it).
+
+    Returns:
+        The same names: value Σ_r share_r (one all-reduce of every term at once, without gradient), so that every
+        process reports and logs the global term as without the local loss; gradient W · ∂share, which DDP's average
+        over the W processes turns into ∂(global term). In one process: the share itself.
+    """
+    world_size = world_info()[1]
+    names = list(shares)
+    totals = all_reduce_sum(torch.stack([shares[name].detach() for name in names]))  # (T,) the global values
+    # share - share.detach() is exactly 0 in value and carries the share's gradient.
+    return {
+        name: totals[index] + world_size * (shares[name] - shares[name].detach()) for index, name in enumerate(names)
+    }
 
 
 def count_masked_tokens(mlm_labels: torch.Tensor) -> torch.Tensor:

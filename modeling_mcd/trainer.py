@@ -305,6 +305,8 @@ class MCDTrainer(Trainer):
             alpha=self.current_alpha(),
             mlm_count=cache.mlm_count,
             pair_ids=cache.pair_ids,
+            # Local loss: this process's rows of every micro-batch are its anchors (`modeling_mcd.accumulation`).
+            anchor_rows=cache.local_rows(self.args.device) if loss_fn.local_loss else None,
         )
         # Every replay's loss has the whole objective's gradient through its block; its reported value is a k-th of
         # the shared terms plus its own MLM share, so the step's summed loss is the objective's value.

@@ -57,6 +57,14 @@ class MCDTrainingArguments(TrainingArguments):
             "choices": AUG_NCE_SCHEDULES,
         },
     )
+    local_loss: bool = field(
+        default=False,
+        metadata={
+            "help": "Each process computes only the loss rows of its own samples against the whole global batch "
+            "(open_clip's --local-loss): the same loss and gradients, W times smaller logit and distance matrices "
+            "(docs/method.md §9)."
+        },
+    )
     base_momentum: float = field(
         default=0.996, metadata={"help": "m₀ of the teacher's cosine momentum (docs/method.md §5)."}
     )
@@ -135,6 +143,7 @@ class MCDTrainingArguments(TrainingArguments):
             use_neg=self.distill_neg,
             use_noisy=self.distill_noisy,
             use_mlm=self.use_mlm,
+            local_loss=self.local_loss,
         )
 
 

@@ -12,7 +12,7 @@ to OUT_DIR/rank{r}.pt:
   views and masks it makes itself), against 1 process with one batch of all 8 rows (`test_accumulation.py`).
 
 It also exercises the raw gathers. The test imports `run_case` too and calls it with world_size=1 for the
-1-process reference.
+1-process reference; `test_local_loss.py` runs `run_case` and `run_accumulation` with and without the local loss.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from modeling_mcd.pretraining import MCDForPreTraining
 from conftest import fixed_pretraining_batch, tiny_config
 
 CASES = ("losses", "model", "accumulation")
+STUDENT_EMBEDDINGS = ("image_embeds", "text_embeds", "aug_image_embeds")
 GLOBAL_BATCH = 6  # 3 rows per rank
 WEIGHTS = {"lambda_dist": 0.7, "lambda_pos": 1.3, "lambda_neg": 0.6, "lambda_noisy": 1.7, "beta_mlm": 0.4}
 ALPHA = 0.3
@@ -98,14 +99,16 @@ def _pretraining_model(objective: str) -> MCDForPreTraining:
     return model.eval()
 
 
-def run_accumulation(objective: str, rank: int, world_size: int, out_dir: Path) -> dict:
+def run_accumulation(objective: str, rank: int, world_size: int, out_dir: Path, **overrides) -> dict:
     """One optimizer step's micro-batches through `MCDTrainer` on this rank; the loss it reports and the gradients,
-    averaged over the processes as DDP would. With world_size=1: one batch of all the rows (the reference)."""
+    averaged over the processes as DDP would. With world_size=1: one batch of all the rows (the reference).
+    `overrides`: more `MCDTrainingArguments` fields (e.g. `local_loss=True`)."""
     from test_accumulation import ROWS, _trainer, batches_of
 
     micro_batches = 1 if world_size == 1 else 2
     rows = ROWS // (micro_batches * world_size)
-    trainer = _trainer(out_dir / f"acc-{objective}-{rank}", objective, micro_batches)
+    name = "-".join(["acc", objective, str(rank), *overrides])
+    trainer = _trainer(out_dir / name, objective, micro_batches, **overrides)
     # Micro-batch j of process r holds global rows (j·W + r)·B ..: the order in which accelerate deals batches.
     mine = [batches_of(rows)[j * world_size + rank] for j in range(micro_batches)]
     trainer.model.zero_grad()
@@ -119,28 +122,52 @@ def run_accumulation(objective: str, rank: int, world_size: int, out_dir: Path) 
     return {"loss": loss, "grads": grads}
 
 
-def run_case(case: str, objective: str, rank: int, world_size: int) -> dict:
-    """One forward/backward on this rank's rows; returns the loss terms (floats) and the parameter gradients."""
+def run_case(
+    case: str,
+    objective: str,
+    rank: int,
+    world_size: int,
+    local_loss: bool = False,
+    pair_ids: torch.Tensor | None = None,
+) -> dict:
+    """One forward/backward on this rank's rows; returns the loss terms (floats), the parameter gradients and the
+    gradients of this rank's student embeddings u, v, ũ (`None` where the objective does not use one).
+
+    `local_loss`: the objective's option; `pair_ids` (GLOBAL_BATCH,): the global batch's ids (this rank's rows).
+    """
     torch.manual_seed(0)
     local = slice(rank * GLOBAL_BATCH // world_size, (rank + 1) * GLOBAL_BATCH // world_size)
+    ids = None if pair_ids is None else pair_ids[local]
+    loss_fn = MCDLoss(objective, **WEIGHTS, local_loss=local_loss)
     if case == "losses":
         model = TinyEncoder().double()
         batch = {name: tensor[local] for name, tensor in _encoder_batch().items()}
         labels = batch.pop("mlm_labels")
         wrapped = DistributedDataParallel(model) if world_size > 1 else model
-        terms = MCDLoss(objective, **WEIGHTS)(**wrapped(**batch), mlm_labels=labels, alpha=ALPHA)
+        outputs = wrapped(**batch)
+        terms = loss_fn(**outputs, mlm_labels=labels, alpha=ALPHA, pair_ids=ids)
         teacher = [model.teacher_image.weight, model.teacher_image.bias]
     else:
         model = _pretraining_model(objective)
+        model.loss_fn = loss_fn
         batch = fixed_pretraining_batch(CAPTIONS, MASKED, seed=0, dtype=torch.float64)
         wrapped = DistributedDataParallel(model) if world_size > 1 else model
-        terms = wrapped(**{name: tensor[local] for name, tensor in batch.items()}, alpha=ALPHA).losses
+        output = wrapped(**{name: tensor[local] for name, tensor in batch.items()}, alpha=ALPHA, pair_ids=ids)
+        outputs, terms = {name: getattr(output, name) for name in STUDENT_EMBEDDINGS}, output.losses
         teacher = model.teacher_student_parameters()[0]
+    embeddings = {name: outputs[name] for name in STUDENT_EMBEDDINGS}
+    for embedding in embeddings.values():
+        if embedding is not None:
+            embedding.retain_grad()
     terms["loss"].backward()
     return {
         "terms": {name: value.item() for name, value in terms.items()},
         "grads": {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad},
         "teacher_grads": [p.grad for p in teacher],
+        "embedding_grads": {
+            name: None if embedding is None or embedding.grad is None else embedding.grad.clone()
+            for name, embedding in embeddings.items()
+        },
     }
 
 
