@@ -62,6 +62,20 @@ class ModelArguments:
     text_heads: int = field(default=12, metadata={"help": "Attention heads of a from-scratch BERT."})
     gradient_checkpointing_vision: bool = field(default=False, metadata={"help": "Checkpoint the image tower."})
     gradient_checkpointing_text: bool = field(default=False, metadata={"help": "Checkpoint the text tower."})
+    lock_text_tower: bool = field(
+        default=False,
+        metadata={
+            "help": "LiT: the text tower (pretrained, --text_model_name_or_path) gets no gradient and its features are "
+            "computed once per caption; its projection trains. Needs --use_mlm false."
+        },
+    )
+    text_features_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "With --lock_text_tower: a folder where the locked tower's caption features are kept between runs "
+            "(one file per tower, named by a hash of its weights), read at the start and written after training."
+        },
+    )
     init_model_name_or_path: str | None = field(
         default=None,
         metadata={
@@ -100,13 +114,23 @@ class ModelArguments:
     def __post_init__(self):
         _positive(self, "tokenizer_vocab_size", "projection_dim")
         self._check_start_and_adapters()
-        if self.vision_model_name_or_path or self.text_model_name_or_path or self.init_model_name_or_path:
-            return  # the towers' sizes come from their configs
-        _positive(self, "image_size", "patch_size", "vision_hidden_size", "vision_layers", "vision_heads")
-        _positive(self, "text_hidden_size", "text_layers", "text_heads")
-        _divides(self, "patch_size", "image_size", "a ViT cuts the image into whole patches")
-        _divides(self, "vision_heads", "vision_hidden_size", "each attention head gets an equal share of the width")
-        _divides(self, "text_heads", "text_hidden_size", "each attention head gets an equal share of the width")
+        if self.lock_text_tower and self.uses_peft and "text" in self.lora_towers:
+            raise ValueError("--lock_text_tower locks the text tower: drop text from --lora_towers")
+        if self.lock_text_tower and not (self.text_model_name_or_path or self.init_model_name_or_path):
+            raise ValueError(
+                "--lock_text_tower would lock a from-scratch text tower at its random initialisation: give "
+                "--text_model_name_or_path (or --init_model_name_or_path)"
+            )
+        if self.text_features_cache and not self.lock_text_tower:
+            raise ValueError("--text_features_cache keeps the features of a locked text tower: add --lock_text_tower")
+        # A tower's size flags matter only when it is built from scratch.
+        if not (self.vision_model_name_or_path or self.init_model_name_or_path):
+            _positive(self, "image_size", "patch_size", "vision_hidden_size", "vision_layers", "vision_heads")
+            _divides(self, "patch_size", "image_size", "a ViT cuts the image into whole patches")
+            _divides(self, "vision_heads", "vision_hidden_size", "each attention head gets an equal share of the width")
+        if not (self.text_model_name_or_path or self.init_model_name_or_path):
+            _positive(self, "text_hidden_size", "text_layers", "text_heads")
+            _divides(self, "text_heads", "text_hidden_size", "each attention head gets an equal share of the width")
 
     @property
     def uses_peft(self) -> bool:
@@ -201,6 +225,10 @@ class DataArguments:
     )
     eval_retrieval_file: str | None = field(
         default=None, metadata={"help": "A captions.jsonl (file_name, captions, split) for retrieval evaluation."}
+    )
+    eval_retrieval_split: str = field(
+        default="test",
+        metadata={"help": "Split of --eval_retrieval_file to evaluate on: test to report, val to choose settings."},
     )
     eval_max_samples: int | None = field(default=None, metadata={"help": "Cap each evaluation set (quick runs)."})
 

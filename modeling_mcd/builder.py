@@ -3,13 +3,14 @@
 model and the image processor: the evaluation view of docs/method.md §1, whose normalisation the training
 views also use, and which is saved with the model.
 
-Towers come from two pretrained folders or hub ids, or are built from scratch at the sizes the arguments
-give (a ViT and a BERT); a from-scratch text tower gets a WordPiece vocabulary built from the captions.
+Each tower comes from a pretrained folder or hub id, or is built from scratch at the sizes the arguments give (a ViT,
+a BERT); a from-scratch text tower gets a WordPiece vocabulary built from the captions.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 
@@ -30,10 +31,13 @@ from transformers.utils import is_torchvision_available
 from .arguments import ModelArguments
 from .configuration_mcd import MCDConfig
 from .conversion import load_dual_encoder
+from .locked_text import text_features_file
 from .lora import add_student_adapters, build_peft_config
-from .modeling_mcd import load_pretrained_towers
+from .modeling_mcd import load_pretrained_tower
 from .pretraining import MCDForPreTraining
 from .wordpiece import train_wordpiece_tokenizer
+
+logger = logging.getLogger(__name__)
 
 #: Normalisation of from-scratch image towers (maps [0, 1] to [-1, 1], as ViT's processors do).
 SCRATCH_IMAGE_MEAN = SCRATCH_IMAGE_STD = (0.5, 0.5, 0.5)
@@ -124,9 +128,9 @@ def _whole_models():
     return set_zero3_state()
 
 
-def scratch_config(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> MCDConfig:
-    """The `MCDConfig` of a ViT + BERT built from scratch at the sizes in `model_args`."""
-    vision = ViTConfig(
+def scratch_vision_config(model_args: ModelArguments) -> ViTConfig:
+    """The config of a ViT built from scratch at the sizes in `model_args`."""
+    return ViTConfig(
         image_size=model_args.image_size,
         patch_size=model_args.patch_size,
         hidden_size=model_args.vision_hidden_size,
@@ -134,7 +138,11 @@ def scratch_config(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBas
         num_attention_heads=model_args.vision_heads,
         intermediate_size=4 * model_args.vision_hidden_size,
     )
-    text = BertConfig(
+
+
+def scratch_text_config(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> BertConfig:
+    """The config of a BERT built from scratch at the sizes in `model_args`, with the tokenizer's vocabulary."""
+    return BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=model_args.text_hidden_size,
         num_hidden_layers=model_args.text_layers,
@@ -142,9 +150,17 @@ def scratch_config(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBas
         intermediate_size=4 * model_args.text_hidden_size,
         pad_token_id=tokenizer.pad_token_id,
     )
+
+
+def scratch_config(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> MCDConfig:
+    """The `MCDConfig` of a ViT + BERT built from scratch at the sizes in `model_args`."""
+    return _dual_config(model_args, scratch_vision_config(model_args), scratch_text_config(model_args, tokenizer))
+
+
+def _dual_config(model_args: ModelArguments, vision_config, text_config) -> MCDConfig:
     return MCDConfig.from_vision_text_configs(
-        vision,
-        text,
+        vision_config,
+        text_config,
         projection_dim=model_args.projection_dim,
         vision_pooling=model_args.vision_pooling,
         text_pooling=model_args.text_pooling,
@@ -164,8 +180,9 @@ def build_pretraining_model(
 
     Args:
         model_args (`ModelArguments`): `--init_model_name_or_path` (a pretrained dual encoder, see
-            `modeling_mcd.conversion`), or both `--vision_model_name_or_path` and `--text_model_name_or_path`
-            (pretrained towers), or none of them (from scratch); the adapter flags.
+            `modeling_mcd.conversion`), or `--vision_model_name_or_path` and/or `--text_model_name_or_path`
+            (pretrained towers; a tower not given is built from scratch), or none of them (from scratch); the
+            adapter flags; `--lock_text_tower` (LiT, `modeling_mcd.locked_text`).
         tokenizer (`PreTrainedTokenizerBase`): the run's tokenizer; a from-scratch text tower gets its vocabulary
             size.
         teacher_text (`str`, *optional*, defaults to `"stopgrad"`): see `MCDForPreTraining`.
@@ -180,8 +197,8 @@ def build_pretraining_model(
             f"--use_mlm true masks caption tokens, but the tokenizer ({type(tokenizer).__name__}) has no mask token, "
             "as CLIP's has none: pass --use_mlm false"
         )
-    if bool(model_args.vision_model_name_or_path) != bool(model_args.text_model_name_or_path):
-        raise ValueError("give both --vision_model_name_or_path and --text_model_name_or_path, or neither")
+    if model_args.lock_text_tower and use_mlm:
+        raise ValueError("--lock_text_tower needs --use_mlm false: MLM trains the text tower, which is locked")
     if model_args.init_model_name_or_path:
         with _whole_models():
             student = load_dual_encoder(model_args.init_model_name_or_path)
@@ -190,24 +207,28 @@ def build_pretraining_model(
         image_processor = _evaluation_processor_of(
             model_args.init_model_name_or_path, student.config.vision_config.image_size
         )
-    elif model_args.vision_model_name_or_path:
+    elif model_args.vision_model_name_or_path or model_args.text_model_name_or_path:
+        # Either tower pretrained, the other from scratch at the sizes the flags give (LiT: a pretrained text tower,
+        # locked with --lock_text_tower, and a ViT from scratch).
+        vision_path, text_path = model_args.vision_model_name_or_path, model_args.text_model_name_or_path
         with _whole_models():  # loaded whole on every process, then copied into the (maybe partitioned) model
-            vision, text = load_pretrained_towers(
-                model_args.vision_model_name_or_path, model_args.text_model_name_or_path
-            )
-        _check_vocabulary(text.config, tokenizer)
-        config = MCDConfig.from_vision_text_configs(
-            vision.config,
-            text.config,
-            projection_dim=model_args.projection_dim,
-            vision_pooling=model_args.vision_pooling,
-            text_pooling=model_args.text_pooling,
+            vision = load_pretrained_tower(vision_path, "vision") if vision_path else None
+            text = load_pretrained_tower(text_path, "text") if text_path else None
+        if text is not None:
+            _check_vocabulary(text.config, tokenizer)
+        config = _dual_config(
+            model_args,
+            vision.config if vision is not None else scratch_vision_config(model_args),
+            text.config if text is not None else scratch_text_config(model_args, tokenizer),
         )
         # Built like a from-scratch model (partitioned while constructed under ZeRO-3), then given the towers' weights.
         model = MCDForPreTraining._from_config(config, teacher_text=teacher_text)
         model.load_tower_weights(vision, text)
-        image_processor = _evaluation_processor_of(
-            model_args.vision_model_name_or_path, config.vision_config.image_size
+        image_size = config.vision_config.image_size
+        image_processor = (
+            _evaluation_processor_of(vision_path, image_size)
+            if vision_path
+            else evaluation_image_processor(image_size, SCRATCH_IMAGE_MEAN, SCRATCH_IMAGE_STD)
         )
     else:
         # `_from_config` (not the constructor) so that DeepSpeed ZeRO-3 can build the model partitioned.
@@ -216,6 +237,12 @@ def build_pretraining_model(
     model.mcd.set_tower_gradient_checkpointing(
         vision=model_args.gradient_checkpointing_vision, text=model_args.gradient_checkpointing_text
     )
+    if model_args.lock_text_tower:
+        model.lock_text_tower()
+        if model_args.text_features_cache:
+            path = text_features_file(model_args.text_features_cache, model.mcd.text_model, model.config.text_pooling)
+            if path.is_file():
+                logger.info("--text_features_cache: %d caption features read from %s", model.text_memo.load(path), path)
     peft_config = build_peft_config(model_args, model.mcd)
     if peft_config is not None:
         add_student_adapters(model, peft_config)
@@ -240,4 +267,6 @@ __all__ = [
     "evaluation_image_processor",
     "load_tokenizer",
     "scratch_config",
+    "scratch_text_config",
+    "scratch_vision_config",
 ]

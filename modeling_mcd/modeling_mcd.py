@@ -80,27 +80,31 @@ def encode_tower(
     return outputs
 
 
+def load_pretrained_tower(name_or_path: str, modality: str, **kwargs) -> PreTrainedModel:
+    """One pretrained tower (a hub id or local folder) with `AutoModel.from_pretrained`; a CLIP checkpoint given as
+    the `"vision"` tower contributes its `CLIPVisionModel`. Weights are read from safetensors files only
+    (`use_safetensors=True` unless `kwargs` say otherwise)."""
+    kwargs = {"use_safetensors": True, **kwargs}
+    if modality == "vision":
+        config = AutoConfig.from_pretrained(name_or_path)
+        if getattr(config, "model_type", None) == "clip":
+            from transformers import CLIPVisionModel
+
+            return CLIPVisionModel.from_pretrained(name_or_path, config=config.vision_config, **kwargs)
+    return AutoModel.from_pretrained(name_or_path, **kwargs)
+
+
 def load_pretrained_towers(
     vision_model_name_or_path: str,
     text_model_name_or_path: str,
     vision_kwargs: dict | None = None,
     text_kwargs: dict | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedModel]:
-    """The two pretrained towers (hub ids or local folders), with `AutoModel.from_pretrained`; a CLIP checkpoint
-    given as the vision tower contributes its `CLIPVisionModel`. Weights are read from safetensors files only
-    (`use_safetensors=True` unless the kwargs say otherwise)."""
-    vision_kwargs = {"use_safetensors": True, **(vision_kwargs or {})}
-    text_kwargs = {"use_safetensors": True, **(text_kwargs or {})}
-    vision_config = AutoConfig.from_pretrained(vision_model_name_or_path)
-    if getattr(vision_config, "model_type", None) == "clip":
-        from transformers import CLIPVisionModel
-
-        vision_model = CLIPVisionModel.from_pretrained(
-            vision_model_name_or_path, config=vision_config.vision_config, **(vision_kwargs or {})
-        )
-    else:
-        vision_model = AutoModel.from_pretrained(vision_model_name_or_path, **(vision_kwargs or {}))
-    return vision_model, AutoModel.from_pretrained(text_model_name_or_path, **(text_kwargs or {}))
+    """The two pretrained towers, each by [`load_pretrained_tower`]."""
+    return (
+        load_pretrained_tower(vision_model_name_or_path, "vision", **(vision_kwargs or {})),
+        load_pretrained_tower(text_model_name_or_path, "text", **(text_kwargs or {})),
+    )
 
 
 def build_tower(config, pooling: str) -> PreTrainedModel:
@@ -357,4 +361,11 @@ class MCDModel(MCDPreTrainedModel):
                 tower.activation_checkpointing_disable()
 
 
-__all__ = ["MCDModel", "MCDPreTrainedModel", "encode_tower", "load_pretrained_towers", "pool_tower_output"]
+__all__ = [
+    "MCDModel",
+    "MCDPreTrainedModel",
+    "encode_tower",
+    "load_pretrained_tower",
+    "load_pretrained_towers",
+    "pool_tower_output",
+]

@@ -28,6 +28,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_mcd import MCDConfig
 from .conversion import load_state_exactly
+from .locked_text import TextFeatureMemo
 from .lora import add_student_adapters, effective_weights, freeze_base_weights, merged_student, peft_student
 from .objective import MCDLoss
 from .modeling_mcd import MCDModel, MCDPreTrainedModel, build_tower, encode_tower
@@ -98,6 +99,7 @@ class MCDForPreTraining(MCDPreTrainedModel):
             if not hasattr(config.text_config, field):
                 raise ValueError(f"MCDConfig.text_config has no `{field}`: the MLM head needs a BERT-like text tower")
         self.teacher_text = teacher_text
+        self.text_memo: TextFeatureMemo | None = None  # set by `lock_text_tower`
         # transformers ties `_tied_weights_keys` only when the config asks for it; follow the text tower's choice
         # (BERT ties its MLM decoder to the word embeddings).
         config.tie_word_embeddings = bool(getattr(config.text_config, "tie_word_embeddings", True))
@@ -207,11 +209,21 @@ class MCDForPreTraining(MCDPreTrainedModel):
         ema_update_(*self.teacher_student_parameters(), momentum=momentum)
 
     def train(self, mode: bool = True) -> "MCDForPreTraining":
-        # The teacher never uses dropout, whatever mode the student is in.
+        # The teacher, and a locked text tower, never use dropout, whatever mode the student is in.
         super().train(mode)
-        for module in self.teacher_modules():
+        for module in self.teacher_modules() + ([self.mcd.text_model] if self.text_memo is not None else []):
             module.eval()
         return self
+
+    def lock_text_tower(self) -> None:
+        """LiT (`modeling_mcd.locked_text`): the student's text tower gets no gradient and no dropout, and its pooled
+        features are computed once per caption; its projection keeps training. Needs `teacher_text="stopgrad"`; the
+        objective must not use MLM."""
+        if self.teacher_text == "ema":
+            raise ValueError("--lock_text_tower needs --teacher_text stopgrad: an EMA copy of a locked tower is itself")
+        self.mcd.text_model.requires_grad_(False)
+        self.text_memo = TextFeatureMemo()
+        self.train(self.training)
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -290,6 +302,8 @@ class MCDForPreTraining(MCDPreTrainedModel):
         use_mlm = loss_fn.use_mlm
         if needs_aug and aug_pixel_values is None:
             raise ValueError(f"objective={loss_fn.objective!r} needs `aug_pixel_values` (the augmented view)")
+        if use_mlm and self.text_memo is not None:
+            raise ValueError("--lock_text_tower needs --use_mlm false: MLM trains the text tower, which is locked")
         if use_mlm and (mlm_input_ids is None or mlm_labels is None):
             raise ValueError("the objective uses MLM (use_mlm=True) but `mlm_input_ids`/`mlm_labels` are missing")
 
@@ -298,16 +312,23 @@ class MCDForPreTraining(MCDPreTrainedModel):
         image_all = nn.functional.normalize(self.mcd.get_image_features(views).pooler_output, dim=-1)
         image_embeds, aug_image_embeds = (image_all[:batch], image_all[batch:]) if needs_aug else (image_all, None)
 
-        # Student text: clean and masked ids in one call (same padding, so they stack). The clean half gives v,
-        # the masked half's hidden states feed the MLM head. (2B, L) -> (2B, P) and (2B, L, D)
-        text_ids = torch.cat([input_ids, mlm_input_ids]) if use_mlm else input_ids
-        repeat = 2 if use_mlm else 1
-        text_outputs = self.mcd.get_text_features(
-            text_ids,
-            attention_mask=attention_mask.repeat(repeat, 1) if attention_mask is not None else None,
-            token_type_ids=token_type_ids.repeat(repeat, 1) if token_type_ids is not None else None,
-        )
-        text_embeds = nn.functional.normalize(text_outputs.pooler_output[:batch], dim=-1)  # (B, P)
+        if self.text_memo is not None:  # a locked tower: its memoised features, then the trained projection
+            pooled = self.text_memo.pooled(
+                self.mcd.text_model, self.config.text_pooling, input_ids, attention_mask, token_type_ids
+            )  # (B, D)
+            projection = self.mcd.text_projection
+            text_embeds = nn.functional.normalize(projection(pooled.to(projection.weight.dtype)), dim=-1)  # (B, P)
+        else:
+            # Student text: clean and masked ids in one call (same padding, so they stack). The clean half gives v,
+            # the masked half's hidden states feed the MLM head. (2B, L) -> (2B, P) and (2B, L, D)
+            text_ids = torch.cat([input_ids, mlm_input_ids]) if use_mlm else input_ids
+            repeat = 2 if use_mlm else 1
+            text_outputs = self.mcd.get_text_features(
+                text_ids,
+                attention_mask=attention_mask.repeat(repeat, 1) if attention_mask is not None else None,
+                token_type_ids=token_type_ids.repeat(repeat, 1) if token_type_ids is not None else None,
+            )
+            text_embeds = nn.functional.normalize(text_outputs.pooler_output[:batch], dim=-1)  # (B, P)
 
         mlm_logits = mlm_targets = None
         if use_mlm:
@@ -367,14 +388,19 @@ class MCDForPreTraining(MCDPreTrainedModel):
         return model
 
     @torch.no_grad()
-    def load_tower_weights(self, vision_model: nn.Module, text_model: nn.Module) -> None:
-        """Copy two pretrained towers' weights into the student's towers, then make the teacher their copy again.
+    def load_tower_weights(self, vision_model: nn.Module | None, text_model: nn.Module | None) -> None:
+        """Copy pretrained towers' weights into the student's towers (`None`: that tower keeps its from-scratch
+        initialisation), then make the teacher their copy again.
 
         Works on a model partitioned by DeepSpeed ZeRO-3 too (built with `_from_config`): each tower's parameters
         are gathered whole, written on rank 0 and partitioned again; every process must call it. The towers given
         are whole (not partitioned) and of the student's tower classes.
         """
-        pairs = ((self.mcd.vision_model, vision_model), (self.mcd.text_model, text_model))
+        pairs = [
+            (tower, source)
+            for tower, source in ((self.mcd.vision_model, vision_model), (self.mcd.text_model, text_model))
+            if source is not None
+        ]
         params = [param for tower, _ in pairs for param in tower.parameters()]
         with _gathered_for_writing(params):
             for tower, source in pairs:

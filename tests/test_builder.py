@@ -65,9 +65,28 @@ def test_pretrained_towers_are_loaded_from_local_folders(tmp_path):
     )
 
 
-def test_one_pretrained_tower_alone_is_refused():
-    with pytest.raises(ValueError, match="--vision_model_name_or_path and --text_model_name_or_path"):
-        build_pretraining_model(ModelArguments(vision_model_name_or_path="some/vit"), tiny_tokenizer())
+def test_a_pretrained_text_tower_goes_with_a_from_scratch_vit(tmp_path):
+    # LiT's layout (docs/results.md): the text tower pretrained, the ViT built at the sizes of the flags.
+    torch.manual_seed(0)
+    text = BertModel(tiny_config().text_config)
+    text.save_pretrained(tmp_path / "bert")
+    args = ModelArguments(**SMALL, text_model_name_or_path=str(tmp_path / "bert"))
+    model, processor = build_pretraining_model(args, tiny_tokenizer())
+    vision = model.config.vision_config
+    assert (vision.image_size, vision.patch_size, vision.hidden_size, vision.num_hidden_layers) == (24, 8, 12, 1)
+    assert list(processor.image_mean) == [0.5] * 3 and processor.size == {"shortest_edge": 24}
+    for name, value in model.mcd.text_model.state_dict().items():
+        torch.testing.assert_close(value, text.state_dict()[name], rtol=0, atol=0, msg=name)
+    for teacher, student in zip(*model.teacher_student_parameters()):
+        assert torch.equal(teacher, student)
+
+
+def test_from_scratch_size_flags_are_checked_only_for_the_tower_built_from_scratch(tmp_path):
+    # A pretrained text tower brings its own sizes: a text width that no head count divides is not an error...
+    ModelArguments(text_model_name_or_path="some/bert", text_hidden_size=10, text_heads=3)
+    # ...but the ViT is still built from the flags, so its sizes are.
+    with pytest.raises(ValueError, match="--vision_heads"):
+        ModelArguments(text_model_name_or_path="some/bert", vision_hidden_size=10, vision_heads=3)
 
 
 def test_a_built_vocabulary_is_kept_in_the_run_folder_and_reused(tmp_path):

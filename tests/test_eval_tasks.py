@@ -64,6 +64,9 @@ def test_tasks_are_named_after_their_data_and_keep_every_test_image(eval_files):
     assert len(capped[1].images) == 3 and max(capped[1].text_to_image) == 2 and len(capped[1].texts) == 6
     # each task names its split, keyed like its metrics (`toy_zero_shot_top1`): the model card's model-index
     assert task_splits(tasks) == {"toy_zero_shot": "test", "flickr_retrieval": "test"}
+    # Settings are chosen on another split (`--eval_retrieval_split val`): only its rows, and its name in the record.
+    (val,) = build_eval_tasks(retrieval_file=str(captions), retrieval_split="train")
+    assert len(val.images) == 2 and val.texts[0] == "a photo 4" and task_splits([val]) == {"flickr_retrieval": "train"}
     folder.rename(folder.parent / "all")
     assert task_splits(build_eval_tasks(zero_shot_folder=str(folder.parent / "all"))) == {"all_zero_shot": None}
 

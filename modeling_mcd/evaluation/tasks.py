@@ -136,6 +136,7 @@ def build_eval_tasks(
     zero_shot_folder: str | None = None,
     zero_shot_templates: str | None = None,
     retrieval_file: str | None = None,
+    retrieval_split: str = "test",
     max_samples: int | None = None,
     on_bad_image: str = "skip",
 ) -> list[ZeroShotTask | RetrievalTask]:
@@ -146,7 +147,9 @@ def build_eval_tasks(
         synthetic_config (`SyntheticConfig`, *optional*): zero-shot and retrieval on the synthetic test split.
         zero_shot_folder (`str`, *optional*): an image folder `<class>/...` (+ `classnames.json`).
         zero_shot_templates (`str`, *optional*): the prompt set for it (e.g. `cifar10`); default: generic.
-        retrieval_file (`str`, *optional*): a `captions.jsonl` (`file_name`, `captions`, `split`); its test split.
+        retrieval_file (`str`, *optional*): a `captions.jsonl` (`file_name`, `captions`, `split`).
+        retrieval_split (`str`, *optional*, defaults to `"test"`): the split of `retrieval_file` to evaluate on (`val`
+            to choose settings, `test` to report).
         max_samples (`int`, *optional*): cap each set: a seeded sample of the images for zero-shot (a folder is
             sorted by class), the first images and their captions for retrieval.
         on_bad_image (`str`, *optional*, defaults to `"skip"`): an unreadable image of the zero-shot folder is left
@@ -176,13 +179,13 @@ def build_eval_tasks(
         name, split = folder_dataset_and_split(zero_shot_folder)
         tasks.append(ZeroShotTask(name, images, labels, labelled.classnames, templates, split))
     if retrieval_file:
-        captioned = load_captioned_images(retrieval_file, split="test")
+        captioned = load_captioned_images(retrieval_file, split=retrieval_split)
         images, texts, text_to_image = captioned.images, captioned.captions, captioned.text_to_image.tolist()
         if max_samples:
             keep = [i for i, image in enumerate(text_to_image) if image < max_samples]
             images = images[:max_samples]
             texts, text_to_image = [texts[i] for i in keep], [text_to_image[i] for i in keep]
-        tasks.append(RetrievalTask(Path(retrieval_file).parent.name, images, texts, text_to_image))
+        tasks.append(RetrievalTask(Path(retrieval_file).parent.name, images, texts, text_to_image, retrieval_split))
     return tasks
 
 
