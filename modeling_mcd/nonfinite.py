@@ -2,7 +2,8 @@
 """Optimizer steps with a non-finite loss or gradient are skipped, not applied.
 
 One NaN gradient (a degenerate batch, an overflow in a long run) applied by AdamW makes every weight NaN, and the
-run continues, uselessly, to its end. `NonFiniteStepGuard` checks the gradients before each optimizer step: a step
+run continues, uselessly, to its end. `NonFiniteStepGuard` checks the gradients before each optimizer step (through the
+total gradient norm the Trainer computes anyway, when it hands it over): a step
 with an inf or NaN is skipped, counted and logged with its step, through the same flag accelerate sets when fp16's
 gradient scaler skips a step (`AcceleratedOptimizer._is_overflow`), so the learning-rate schedule and the EMA teacher
 (`TeacherEMACallback`) stay put too. After `max_in_a_row` skipped steps in a row the run stops with an error; the
@@ -13,6 +14,8 @@ does nothing.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from transformers import TrainerCallback
@@ -36,6 +39,13 @@ class NonFiniteStepGuard(TrainerCallback):
         self.skipped_steps: list[int] = []  # global step numbers (1-based) of the skipped steps
         self.in_a_row = 0
         self._step = 0
+        self._grad_norm: torch.Tensor | float | None = None
+
+    def use_grad_norm(self, grad_norm: torch.Tensor | float | None) -> None:
+        """The step's total gradient norm, as the Trainer computed it for clipping and logging, before the optimizer
+        step. A norm is non-finite exactly when some gradient entry is, so the guard reads it instead of taking norms
+        of its own: one pass over every gradient less per step. Without it the guard computes them."""
+        self._grad_norm = grad_norm
 
     def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
         from accelerate.optimizer import AcceleratedOptimizer
@@ -45,7 +55,9 @@ class NonFiniteStepGuard(TrainerCallback):
         apply = optimizer.step
 
         def guarded_step(closure=None):
-            if _all_finite(optimizer.optimizer):
+            norm, self._grad_norm = self._grad_norm, None  # this step's, used once
+            finite = _all_finite(optimizer.optimizer) if norm is None else math.isfinite(float(norm))
+            if finite:
                 optimizer._is_overflow = False
                 self.in_a_row = 0
                 return apply(closure) if closure is not None else apply()

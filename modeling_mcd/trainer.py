@@ -367,6 +367,13 @@ class MCDTrainer(Trainer):
             metrics.update(prefixed)
         return metrics
 
+    def _get_grad_norm(self, model, grad_norm=None):
+        # The Trainer's total gradient norm of the step (computed for clipping and logging anyway) also tells the
+        # non-finite guard whether to skip the step, which then needs no norms of its own.
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        self.nonfinite_guard.use_grad_norm(grad_norm)
+        return grad_norm
+
     # -------------------------------------------------------------------------------------- logging
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._term_steps:

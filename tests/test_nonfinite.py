@@ -14,14 +14,24 @@ from test_trainer import ParameterRecorder, _args, _step_logs, _trainer
 
 
 class NaNGradientAt(TrainerCallback):
-    """Puts a NaN into one gradient before the optimizer step of each step in `steps` (1-based)."""
+    """Makes backward put a NaN into one gradient in each step of `steps` (1-based), as a real overflow would: before
+    the Trainer takes the gradient norm that the guard reads."""
 
     def __init__(self, *steps: int):
-        self.steps = set(steps)
+        self.steps, self.active, self.hooked = set(steps), False, False
 
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        if state.global_step + 1 in self.steps:
-            next(p for p in model.parameters() if p.grad is not None).grad.view(-1)[0] = float("nan")
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        self.active = state.global_step + 1 in self.steps
+        if not self.hooked:
+            param = next(p for p in model.parameters() if p.requires_grad)
+            param.register_hook(
+                lambda grad: (
+                    grad.clone().view(-1).index_fill_(0, torch.tensor(0), math.nan).view_as(grad)
+                    if self.active
+                    else grad
+                )
+            )
+            self.hooked = True
 
 
 def test_a_nan_step_is_skipped_counted_and_logged(tmp_path, caplog):
@@ -48,4 +58,17 @@ def test_too_many_nan_steps_in_a_row_stop_the_run(tmp_path):
     with pytest.raises(RuntimeError, match=r"2 optimizer steps in a row \(steps 3 to 4\).*weights are those of step 2"):
         trainer.train()
     assert trainer.state.global_step == 4
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_the_guard_reads_the_trainers_gradient_norm_and_takes_no_norms_of_its_own(tmp_path, monkeypatch):
+    import modeling_mcd.nonfinite as nonfinite
+
+    def no_second_pass(optimizer):
+        raise AssertionError("the guard took gradient norms of its own")
+
+    monkeypatch.setattr(nonfinite, "_all_finite", no_second_pass)
+    trainer = _trainer(_args(tmp_path, max_steps=3), callbacks=[NaNGradientAt(2)])
+    trainer.train()
+    assert trainer.nonfinite_guard.skipped_steps == [2]
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
