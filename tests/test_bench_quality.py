@@ -1,0 +1,59 @@
+# Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
+"""bench/quality.py: the objective comparison, at a toy size (`--smoke`), and its variants' flags."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from modeling_mcd.arguments import parse_run_args
+
+from test_bench_step import last_json_line, load_bench
+
+quality = load_bench("quality")
+
+
+@pytest.mark.parametrize("data", sorted(quality.DATASETS))
+def test_every_variant_of_a_grid_parses_to_its_objective(data):
+    spec = quality.DATASETS[data]
+    for variant in spec["variants"]:
+        argv = [str(spec["recipe"]), *spec["flags"], *quality.VARIANTS[variant]]
+        if data == "flickr8k":
+            argv += ["--text_model_name_or_path", "some/bert"]  # parsed only, never loaded
+        _, _, training_args = parse_run_args(argv)
+        assert training_args.objective == variant.split("_")[0]
+        assert training_args.use_mlm == (variant == "mcd_mlm")
+        terms = (training_args.distill_pos, training_args.distill_neg, training_args.distill_noisy)
+        expected = {"mcd_pos": (True, False, False), "mcd_pos_neg": (True, True, False)}
+        if training_args.objective == "mcd":
+            assert terms == expected.get(variant, (True, True, True))
+
+
+def test_smoke_runs_each_variant_and_seed_and_reads_finished_runs_back(tmp_path, capsys, monkeypatch):
+    result = quality.main(["--smoke", "--output", str(tmp_path)])
+    printed = last_json_line(capsys.readouterr().out)
+    assert printed["summary"] == json.loads(json.dumps(result["summary"]))
+    # Seed-major: the whole grid at seed 0, then the other seeds of clip and mcd.
+    assert [(run["variant"], run["seed"]) for run in result["runs"]] == [
+        ("clip", 0), ("mcd", 0), ("mcd_mlm", 0), ("clip", 1), ("mcd", 1)
+    ]  # fmt: skip
+    metric = "synthetic_zero_shot_top1"
+    for variant in ("clip", "mcd"):
+        values = [run["metrics"][metric] for run in result["runs"] if run["variant"] == variant]
+        assert result["summary"][variant][metric] == {
+            "mean": pytest.approx(statistics.fmean(values)),
+            "std": pytest.approx(statistics.stdev(values)),
+            "n": 2,
+        }
+    assert all([point["step"] for point in run["curve"]] == [1, 2] for run in result["runs"])
+    assert (tmp_path / "quality_synthetic.json").is_file() and (tmp_path / "quality_synthetic.png").stat().st_size
+    assert json.loads((tmp_path / "quality_synthetic.json").read_text())["runs"] == result["runs"]
+
+    # A second call finds every run done for the same command: nothing is trained again.
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was started again")
+
+    monkeypatch.setattr(quality.subprocess, "run", no_training)
+    assert quality.main(["--smoke", "--output", str(tmp_path)])["runs"] == result["runs"]
