@@ -17,7 +17,6 @@ continues with the same teacher. Inference needs only `model.mcd` (an `MCDModel`
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +31,8 @@ from .locked_text import TextFeatureMemo
 from .lora import add_student_adapters, effective_weights, freeze_base_weights, merged_student, peft_student
 from .objective import MCDLoss
 from .modeling_mcd import MCDModel, MCDPreTrainedModel, build_tower, encode_tower
-from .teacher import copy_params_, ema_update_, paired_parameters
+from .teacher import autocast_to_inputs, copy_params_, ema_update_, paired_parameters, upcast_
+from .zero3 import gathered_for_writing, is_partitioned, whole_copy
 
 TEACHER_TEXT_CHOICES = ("stopgrad", "ema")
 
@@ -178,30 +178,14 @@ class MCDForPreTraining(MCDPreTrainedModel):
         """Make the teacher an exact copy of the student (the start of training, docs/method.md §5)."""
         copy_params_(*self.teacher_student_parameters())
 
-    @torch.no_grad()
     def keep_teacher_fp32(self) -> None:
         """Put the teacher's weights back in float32 after a backend cast the whole model down (DeepSpeed's bf16 and
-        fp16 modes cast every parameter, this frozen copy included).
-
-        In bf16 the EMA increment (1 − m)(θ − θ̄) mostly rounds away when m is close to 1 (a toy run over 1,000 steps
-        at m₀ = 0.996: a bf16 teacher moved 0.31 where an fp32 one moved 0.79), so the teacher keeps fp32 weights and
-        its EMA runs in fp32; its forward still computes in the towers' precision (`_teacher_autocast`). Under
-        ZeRO-3 each process's shard (`ds_tensor`) is cast, and the whole tensor of the parameters kept on every rank.
-        """
-        low = (torch.bfloat16, torch.float16)
-        for param in self.teacher_student_parameters()[0]:
-            if hasattr(param, "ds_tensor") and param.ds_tensor.dtype in low:
-                param.ds_tensor.data = param.ds_tensor.data.float()
-            if param.dtype in low:  # float32 and float64 teachers stay as they are
-                param.data = param.data.float()
+        fp16 modes cast every parameter, this frozen copy included): `modeling_mcd.teacher.upcast_`."""
+        upcast_(self.teacher_student_parameters()[0])
 
     def _teacher_autocast(self, inputs: torch.Tensor):
-        """Run the teacher in the precision of the towers' inputs: autocast when its fp32 weights meet bf16/fp16
-        inputs (DeepSpeed), nothing when they already agree (fp32, or under the Trainer's own autocast)."""
-        weight_dtype = self.teacher_visual_projection.weight.dtype
-        if not inputs.is_floating_point() or inputs.dtype == weight_dtype:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=inputs.device.type, dtype=inputs.dtype)
+        """The teacher's forward in the precision of the towers' inputs (`modeling_mcd.teacher.autocast_to_inputs`)."""
+        return autocast_to_inputs(self.teacher_visual_projection.weight.dtype, inputs)
 
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
@@ -402,7 +386,7 @@ class MCDForPreTraining(MCDPreTrainedModel):
             if source is not None
         ]
         params = [param for tower, _ in pairs for param in tower.parameters()]
-        with _gathered_for_writing(params):
+        with gathered_for_writing(params):
             for tower, source in pairs:
                 state = source.state_dict()
                 if getattr(tower, "pooler", None) is None:  # built without its pooler: pooling is "cls" or "mean"
@@ -419,27 +403,7 @@ class MCDForPreTraining(MCDPreTrainedModel):
         """
         if peft_student(self) is not None:
             return merged_student(self)
-        if not any(hasattr(param, "ds_id") for param in self.mcd.parameters()):
-            return self.mcd
-        import deepspeed
-        from transformers.modeling_utils import set_zero3_state
-
-        with deepspeed.zero.GatheredParameters(list(self.mcd.parameters())):
-            state = {name: tensor.detach().clone() for name, tensor in self.mcd.state_dict().items()}
-        with set_zero3_state():  # marks zero.Init as already active, so the towers are built whole
-            student = MCDModel(self.config)
-        # In the precision the student trained in (bf16 under DeepSpeed bf16), as ZeRO-2 and plain runs export it.
-        student.to(state["logit_scale"].dtype).load_state_dict(state)
-        return student
-
-
-def _gathered_for_writing(params: list[nn.Parameter]):
-    """Under ZeRO-3: the parameters gathered whole, rank 0's writes partitioned again on exit. Otherwise nothing."""
-    if not any(hasattr(param, "ds_id") for param in params):
-        return contextlib.nullcontext()
-    import deepspeed
-
-    return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
+        return whole_copy(self.mcd) if is_partitioned(self.mcd.parameters()) else self.mcd
 
 
 __all__ = ["MCDForPreTraining", "MCDPreTrainingOutput", "TEACHER_TEXT_CHOICES"]
