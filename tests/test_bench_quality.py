@@ -15,20 +15,26 @@ from test_bench_step import last_json_line, load_bench
 quality = load_bench("quality")
 
 
-@pytest.mark.parametrize("data", sorted(quality.DATASETS))
-def test_every_variant_of_a_grid_parses_to_its_objective(data):
-    spec = quality.DATASETS[data]
-    for variant in spec["variants"]:
-        argv = [str(spec["recipe"]), *spec["flags"], *quality.VARIANTS[variant]]
-        if data == "flickr8k":
-            argv += ["--text_model_name_or_path", "some/bert"]  # parsed only, never loaded
-        _, _, training_args = parse_run_args(argv)
-        assert training_args.objective == variant.split("_")[0]
-        assert training_args.use_mlm == (variant == "mcd_mlm")
-        terms = (training_args.distill_pos, training_args.distill_neg, training_args.distill_noisy)
-        expected = {"mcd_pos": (True, False, False), "mcd_pos_neg": (True, True, False)}
-        if training_args.objective == "mcd":
-            assert terms == expected.get(variant, (True, True, True))
+@pytest.mark.parametrize("variant", sorted(quality.VARIANTS))
+def test_every_variant_parses_to_its_objective_and_terms(variant):
+    recipe = quality.DATASETS["synthetic"]["recipe"]
+    _, _, training_args = parse_run_args([str(recipe), *quality.VARIANTS[variant]])
+    assert training_args.objective == variant.split("_")[0]
+    assert training_args.use_mlm == (variant == "mcd_mlm")
+    terms = (training_args.distill_pos, training_args.distill_neg, training_args.distill_noisy)
+    expected = {"mcd_pos": (True, False, False), "mcd_pos_neg": (True, True, False)}
+    if training_args.objective == "mcd":
+        assert terms == expected.get(variant, (True, True, True))
+    assert (training_args.aug_crop_scale == [0.5, 1.0]) == variant.endswith("weak_aug")
+    assert (training_args.base_momentum == 0.9) == (variant == "mcd_m0_0.9")
+
+
+def test_each_grid_is_made_of_known_variants_and_parses_with_its_recipe():
+    for data, spec in quality.DATASETS.items():
+        assert set(spec["variants"]) <= set(quality.VARIANTS), data
+        extra = ["--text_model_name_or_path", "some/bert"] if data == "flickr8k" else []  # parsed, never loaded
+        for variant in spec["variants"]:
+            parse_run_args([str(spec["recipe"]), *spec["flags"], *quality.VARIANTS[variant], *extra])
 
 
 def test_smoke_runs_each_variant_and_seed_and_reads_finished_runs_back(tmp_path, capsys, monkeypatch):
