@@ -23,13 +23,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .modeling_mcd import pool_tower_output
+from .zero3 import is_partitioned
 
 
 def text_features_file(folder: str | os.PathLike, tower: nn.Module, pooling: str) -> Path:
     """`folder/<fingerprint>.safetensors`, where a [`TextFeatureMemo`] of `tower` is kept (`--text_features_cache`): the
     fingerprint hashes the tower's weights and the pooling, so a file is only ever read back for the very tower and
     pooling that computed it."""
-    if any(hasattr(param, "ds_id") for param in tower.parameters()):
+    if is_partitioned(tower.parameters()):
         raise ValueError("--text_features_cache needs whole weights to fingerprint the tower, not ZeRO-3 shards")
     digest = hashlib.sha256(pooling.encode())
     for name, tensor in sorted(tower.state_dict().items()):
