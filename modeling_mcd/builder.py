@@ -152,21 +152,6 @@ def scratch_text_config(model_args: ModelArguments, tokenizer: PreTrainedTokeniz
     )
 
 
-def scratch_config(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase) -> MCDConfig:
-    """The `MCDConfig` of a ViT + BERT built from scratch at the sizes in `model_args`."""
-    return _dual_config(model_args, scratch_vision_config(model_args), scratch_text_config(model_args, tokenizer))
-
-
-def _dual_config(model_args: ModelArguments, vision_config, text_config) -> MCDConfig:
-    return MCDConfig.from_vision_text_configs(
-        vision_config,
-        text_config,
-        projection_dim=model_args.projection_dim,
-        vision_pooling=model_args.vision_pooling,
-        text_pooling=model_args.text_pooling,
-    )
-
-
 def build_pretraining_model(
     model_args: ModelArguments,
     tokenizer: PreTrainedTokenizerBase,
@@ -207,42 +192,44 @@ def build_pretraining_model(
         image_processor = _evaluation_processor_of(
             model_args.init_model_name_or_path, student.config.vision_config.image_size
         )
-    elif model_args.vision_model_name_or_path or model_args.text_model_name_or_path:
-        # Either tower pretrained, the other from scratch at the sizes the flags give (LiT: a pretrained text tower,
-        # locked with --lock_text_tower, and a ViT from scratch).
+    else:
+        # Each tower pretrained or built from scratch at the sizes the flags give (LiT: a pretrained text tower, locked
+        # with --lock_text_tower, and a ViT from scratch). `_from_config` (not the constructor) so that DeepSpeed
+        # ZeRO-3 builds the model partitioned; pretrained weights are copied in after.
         vision_path, text_path = model_args.vision_model_name_or_path, model_args.text_model_name_or_path
         with _whole_models():  # loaded whole on every process, then copied into the (maybe partitioned) model
             vision = load_pretrained_tower(vision_path, "vision") if vision_path else None
             text = load_pretrained_tower(text_path, "text") if text_path else None
         if text is not None:
             _check_vocabulary(text.config, tokenizer)
-        config = _dual_config(
-            model_args,
+        config = MCDConfig.from_vision_text_configs(
             vision.config if vision is not None else scratch_vision_config(model_args),
             text.config if text is not None else scratch_text_config(model_args, tokenizer),
+            projection_dim=model_args.projection_dim,
+            vision_pooling=model_args.vision_pooling,
+            text_pooling=model_args.text_pooling,
         )
-        # Built like a from-scratch model (partitioned while constructed under ZeRO-3), then given the towers' weights.
         model = MCDForPreTraining._from_config(config, teacher_text=teacher_text)
-        model.load_tower_weights(vision, text)
+        if vision is not None or text is not None:
+            model.load_tower_weights(vision, text)
         image_size = config.vision_config.image_size
         image_processor = (
             _evaluation_processor_of(vision_path, image_size)
             if vision_path
             else evaluation_image_processor(image_size, SCRATCH_IMAGE_MEAN, SCRATCH_IMAGE_STD)
         )
-    else:
-        # `_from_config` (not the constructor) so that DeepSpeed ZeRO-3 can build the model partitioned.
-        model = MCDForPreTraining._from_config(scratch_config(model_args, tokenizer), teacher_text=teacher_text)
-        image_processor = evaluation_image_processor(model_args.image_size, SCRATCH_IMAGE_MEAN, SCRATCH_IMAGE_STD)
     model.mcd.set_tower_gradient_checkpointing(
         vision=model_args.gradient_checkpointing_vision, text=model_args.gradient_checkpointing_text
     )
     if model_args.lock_text_tower:
         model.lock_text_tower()
-        if model_args.text_features_cache:
-            path = text_features_file(model_args.text_features_cache, model.mcd.text_model, model.config.text_pooling)
-            if path.is_file():
-                logger.info("--text_features_cache: %d caption features read from %s", model.text_memo.load(path), path)
+        if model_args.text_features_cache:  # the memo's file, read now if there, written after training
+            memo = model.text_memo
+            memo.file = text_features_file(
+                model_args.text_features_cache, model.mcd.text_model, model.config.text_pooling
+            )
+            if memo.file.is_file():
+                logger.info("--text_features_cache: %d caption features read from %s", memo.load(memo.file), memo.file)
     peft_config = build_peft_config(model_args, model.mcd)
     if peft_config is not None:
         add_student_adapters(model, peft_config)
@@ -266,7 +253,6 @@ __all__ = [
     "caption_corpus",
     "evaluation_image_processor",
     "load_tokenizer",
-    "scratch_config",
     "scratch_text_config",
     "scratch_vision_config",
 ]

@@ -51,15 +51,18 @@ class TextFeatureMemo:
 
     def __init__(self) -> None:
         self._features: dict[tuple[int, ...], torch.Tensor] = {}
+        self.file: Path | None = None  # where it is kept between runs (`--text_features_cache`): `text_features_file`
 
     def __len__(self) -> int:
         return len(self._features)
 
     # ------------------------------------------------------------------------------------ on disk
-    def save(self, path: str | os.PathLike) -> None:
-        """Write every memoised caption: its ids, right-padded with -1, `(C, L)`, and its features, `(C, D)`. Written
-        aside and renamed, so a crash never leaves a half-written file."""
-        if not self._features:
+    def save(self, path: str | os.PathLike | None = None) -> None:
+        """Write every memoised caption to `path` (default: `self.file`; neither: nothing to do): its ids, right-padded
+        with -1, `(C, L)`, and its features, `(C, D)`. Written aside and renamed, so a crash never leaves a
+        half-written file."""
+        path = path if path is not None else self.file
+        if path is None or not self._features:
             return
         keys = list(self._features)
         ids = torch.full((len(keys), max(map(len, keys))), -1, dtype=torch.long)

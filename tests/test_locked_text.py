@@ -142,6 +142,7 @@ def test_the_builder_locks_the_tower_and_reads_the_cache_back(tmp_path):
     assert not any(param.requires_grad for param in model.mcd.text_model.parameters())
     text = _text(CAPTIONS)
     model.text_memo.pooled(model.mcd.text_model, "mean", text["input_ids"], text["attention_mask"])
-    model.text_memo.save(text_features_file(args.text_features_cache, model.mcd.text_model, "mean"))
+    assert model.text_memo.file == text_features_file(args.text_features_cache, model.mcd.text_model, "mean")
+    model.text_memo.save()  # what run_mcd does after training: to the file the builder named
     again, _ = build_pretraining_model(args, tiny_tokenizer(), use_mlm=False)
     assert len(again.text_memo) == 4

@@ -40,7 +40,6 @@ from modeling_mcd.data import MCDCollator, image_text_dataset, load_image_text_d
 from modeling_mcd.evaluation.report import format_metrics
 from modeling_mcd.evaluation.tasks import build_eval_tasks, chance_levels, run_tasks, task_splits
 from modeling_mcd.hub import HubTarget, push_model
-from modeling_mcd.locked_text import text_features_file
 from modeling_mcd.lora import peft_student, save_adapters
 from modeling_mcd.model_card import write_model_card
 from modeling_mcd.run_record import compute_record, recipe_record, training_record
@@ -181,10 +180,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         result = trainer.train(resume_from_checkpoint=checkpoint)
         trainer.log_metrics("train", result.metrics)
         trainer.save_state()  # trainer_state.json in output_dir: the log history, i.e. the training curves
-        if model_args.text_features_cache and training_args.should_save:  # the locked tower's features, for next time
-            model.text_memo.save(
-                text_features_file(model_args.text_features_cache, model.mcd.text_model, model.config.text_pooling)
-            )
+        if model.text_memo is not None and training_args.should_save:  # the locked tower's features, for next time
+            model.text_memo.save()  # to its --text_features_cache file, if it has one
         train_runtime = result.metrics.get("train_runtime")
         # Every skipped row, left out while loading or found bad while decoding, is listed with the run.
         skipped = [*train_dataset.skipped_rows, *trainer.skipped_sample_rows()]  # a collective: every process
