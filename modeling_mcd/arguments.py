@@ -181,7 +181,20 @@ class DataArguments:
             "jsonl/csv files or webdataset .tar shards (globs and {a,b} lists allowed)."
         },
     )
-    train_split: str = field(default="train", metadata={"help": "Split used for training."})
+    train_split: str = field(
+        default="train",
+        metadata={
+            "help": "Split used for training. Rows that name their split (--split_column) are kept only if it is this "
+            "one; rows of a caption file that name none are training rows."
+        },
+    )
+    split_column: str = field(
+        default="split",
+        metadata={
+            "help": "Column naming each row's split (jsonl/csv field, image folder metadata, Hub column, key of a "
+            "webdataset sample's .json member); only --train_split's rows train. '' ignores it."
+        },
+    )
     validation_split: str | None = field(
         default=None,
         metadata={"help": "Split whose objective loss is evaluated with --eval_strategy (synthetic: 'validation')."},
@@ -209,6 +222,20 @@ class DataArguments:
         metadata={
             "help": "Let relative image paths of a jsonl/csv file leave the file's folder (../x.jpg); by default "
             "such a row is skipped as path_outside_data (or stops the run with --on_bad_sample raise)."
+        },
+    )
+    caption_noise: float = field(
+        default=0.0,
+        metadata={
+            "help": "Give a seeded fraction p of the training pairs another image's caption (noisy web pairs on "
+            "purpose, to compare objectives under noise). Evaluation sets are never touched."
+        },
+    )
+    eval_leak_check: bool = field(
+        default=True,
+        metadata={
+            "help": "Before training, stop the run if an evaluation set shares an image (by path or content) with "
+            "the training data; a stream is checked as it is read. Reads every training image file once."
         },
     )
     synthetic_num_train: int = field(default=8000, metadata={"help": "Training scenes of the synthetic dataset."})
@@ -241,12 +268,20 @@ class DataArguments:
             )
         if not 0.0 <= self.mlm_probability < 1.0:
             raise ValueError(f"--mlm_probability must be in [0, 1), got {self.mlm_probability}")
+        if not 0.0 <= self.caption_noise <= 1.0:
+            raise ValueError(f"--caption_noise must be in [0, 1], got {self.caption_noise}")
+        if self.caption_noise and self.streaming:
+            raise ValueError("--caption_noise exchanges captions across the dataset: it needs --streaming false")
 
     def describe(self) -> str:
         """One line about the training data, for the model card."""
         if self.dataset == SYNTHETIC:
-            return f"the built-in synthetic scenes ({self.synthetic_num_train} training images, generated)"
-        return f"`{self.dataset}` (split `{self.train_split}`)"
+            data = f"the built-in synthetic scenes ({self.synthetic_num_train} training images, generated)"
+        else:
+            data = f"`{self.dataset}` (split `{self.train_split}`)"
+        if self.caption_noise:
+            data += f", with {100 * self.caption_noise:g} % of the pairs given another image's caption (--caption_noise)"
+        return data
 
 
 def _split_commas(values: list[str]) -> list[str]:

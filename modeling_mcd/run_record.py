@@ -48,6 +48,7 @@ class TrainingRecord:
         repo_id (`str`): the Hub repository the card's snippets load from.
         dataset_description (`str`): one line about the training data.
         datasets (`list[str]`): Hub dataset ids trained on (card metadata `datasets`).
+        caption_noise (`float`): the share of training pairs given another image's caption on purpose.
         base_models (`list[str]`): Hub ids of the pretrained towers (card metadata `base_model`).
         from_scratch (`bool`): whether the towers were trained from scratch (`None`: not recorded).
         objective (`str`), use_mlm (`bool`), steps (`int`), global_batch (`int`), learning_rate (`float`):
@@ -64,6 +65,7 @@ class TrainingRecord:
     repo_id: str = DEFAULT_REPO_ID
     dataset_description: str = "not recorded"
     datasets: list[str] = field(default_factory=list)
+    caption_noise: float = 0.0
     base_models: list[str] = field(default_factory=list)
     from_scratch: bool | None = None
     objective: str | None = None
@@ -258,6 +260,7 @@ def training_record(
 
         values["dataset_description"] = data_args.describe()
         values["datasets"] = hub_ids([data_args.dataset], exclude=[SYNTHETIC])
+        values["caption_noise"] = data_args.caption_noise
     return TrainingRecord(**{**values, **fields})
 
 

@@ -37,6 +37,8 @@ from modeling_mcd.training_arguments import MCDTrainingArguments
 from modeling_mcd.builder import build_pretraining_model, caption_corpus, load_tokenizer
 from modeling_mcd.checkpoints import last_checkpoint
 from modeling_mcd.data import MCDCollator, image_text_dataset, load_image_text_dataset, save_skipped_samples
+from modeling_mcd.data.leakage import guard_training_data
+from modeling_mcd.data.noise import mislabel_captions
 from modeling_mcd.evaluation.report import format_metrics
 from modeling_mcd.evaluation.tasks import build_eval_tasks, chance_levels, run_tasks, task_splits
 from modeling_mcd.hub import HubTarget, push_model
@@ -74,6 +76,8 @@ def load_pairs(data_args: DataArguments, synthetic: SyntheticConfig, with_valida
         caption_column=data_args.caption_column,
         streaming=data_args.streaming,
         allow_paths_outside_data=data_args.allow_paths_outside_data,
+        split_column=data_args.split_column or None,
+        train_split=data_args.train_split,
     )
     if with_validation and not data_args.validation_split:
         raise ValueError(
@@ -121,6 +125,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     with_validation = training_args.eval_strategy != "no"
     with training_args.main_process_first(desc="loading data"):
         raw_train, raw_validation = load_pairs(data_args, synthetic, with_validation, training_args.eval_strategy)
+        if data_args.caption_noise:
+            raw_train, noise = mislabel_captions(raw_train, data_args.caption_noise, training_args.seed)
+            logger.warning(noise.describe())
 
     # 4. Tokenizer: a named one, the text tower's, or a WordPiece vocabulary built from the captions.
     with training_args.main_process_first(desc="loading the tokenizer"):
@@ -151,7 +158,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         retrieval_split=data_args.eval_retrieval_split,
         max_samples=data_args.eval_max_samples,
         on_bad_image=data_args.on_bad_sample,
+        split_column=data_args.split_column or None,
     )
+    if data_args.eval_leak_check and training_args.do_train:
+        # Stops here, before any step, if an evaluation image is a training image (by path or content).
+        guard_training_data(train_dataset, {f"{task.name}_{task.kind}": task.images for task in tasks})
 
     # 6. Train, resuming from the last checkpoint in output_dir if there is one.
     if data_args.streaming and training_args.world_size > 1:

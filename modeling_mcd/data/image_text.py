@@ -18,7 +18,7 @@ into the seed of that batch's MLM mask (so a resumed run masks exactly like the 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import datasets
@@ -57,6 +57,8 @@ class _DecodedRows:
         self._logged = 0  # rows found bad while decoding, logged one by one so far (`skipped.LOGGED_ROWS`)
         #: Rows left out before training (a caption file's bad rows); the rows found bad later ride in the samples.
         self.skipped_rows: list[SkippedRow] = []
+        #: Called with each row's image before it is decoded (`leakage.StreamLeakGuard`); raises on an eval image.
+        self.leak_guard: Callable[[Any], None] | None = None
         self._hold(rows)
 
     def _hold(self, rows: Any) -> None:
@@ -65,6 +67,8 @@ class _DecodedRows:
     def _decode(self, row: Mapping[str, Any], index: int) -> dict[str, Any] | SkippedRow:
         """Row `index` as a sample; when it is bad, its record under `"skip"` (logged), or the error under
         `"raise"` (naming the file and line, or the row, the column and the reason)."""
+        if self.leak_guard is not None:
+            self.leak_guard(row.get("image"))
         try:
             if row.get("bad_reason"):  # a caption file's row, found bad while reading the file
                 raise _recorded_problem(row)
@@ -150,6 +154,12 @@ class ImageTextDataset(_DecodedRows, torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def training_images(self) -> Sequence[Any]:
+        """The undecoded image of every usable row (paths, `{"bytes", "path"}` dicts, ...), in index order."""
+        if isinstance(self.dataset, datasets.Dataset):
+            return self.dataset.select(self.indices)["image"]
+        return [self.dataset[int(i)]["image"] for i in self.indices]
 
     def set_epoch(self, epoch: int) -> None:
         """Set the epoch that seeds the caption draw (called by accelerate/Trainer between epochs)."""

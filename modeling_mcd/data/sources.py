@@ -13,14 +13,19 @@ where the bad-sample policy can see what failed.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import datasets
+from transformers.utils import logging
 
 from .text_files import TEXT_FILE_EXTENSIONS, read_caption_files
+
+logger = logging.get_logger(__name__)
 
 WEBDATASET_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 WEBDATASET_CAPTION_KEYS = ("txt",)
@@ -108,9 +113,17 @@ def _webdataset_image(example: dict[str, Any], image_keys: Sequence[str]) -> dic
 
 
 def _load_webdataset(
-    files: list[str], split: str, image_column: str, caption_column: str, streaming: bool, source: str, **kwargs
+    files: list[str],
+    split: str,
+    image_column: str,
+    caption_column: str,
+    streaming: bool,
+    source: str,
+    pick: dict[str, Any],
+    **kwargs,
 ) -> datasets.Dataset | datasets.IterableDataset:
     dataset = datasets.load_dataset("webdataset", data_files={split: files}, split=split, streaming=streaming, **kwargs)
+    dataset = select_split(dataset, unlabelled_split=split, **pick)
     columns = _column_names(dataset)
     if image_column == "image" and "image" not in columns:
         image_keys = [key for key in WEBDATASET_IMAGE_KEYS if key in columns]
@@ -127,6 +140,94 @@ def _load_webdataset(
     return _normalise_columns(dataset, image_column, caption_column, source)
 
 
+def _split_value(value: Any) -> str | None:
+    """A split cell as text: `None` for no value (`None`, `""`); webdataset members arrive as bytes."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace").strip()
+    return None if value in (None, "") else str(value)
+
+
+def _with_split_column(
+    dataset: datasets.Dataset | datasets.IterableDataset, split_column: str
+) -> tuple[datasets.Dataset | datasets.IterableDataset, str | None]:
+    """The dataset and the column holding each row's split, or `None`: `split_column` itself, or that key of a
+    webdataset sample's `.json` member."""
+    columns = _column_names(dataset)
+    if split_column in columns:
+        return dataset, split_column
+    if "json" in columns:
+        first = next(iter(dataset))["json"]
+        if isinstance(first, (bytes, str)):
+            first = json.loads(first)
+        if isinstance(first, dict) and split_column in first:
+
+            def lift(example: dict[str, Any]) -> dict[str, Any]:
+                member = example["json"]
+                member = json.loads(member) if isinstance(member, (bytes, str)) else member
+                return {"_mcd_split": (member or {}).get(split_column)}
+
+            return dataset.map(lift), "_mcd_split"
+    return dataset, None
+
+
+def select_split(
+    dataset: datasets.Dataset | datasets.IterableDataset,
+    split: str,
+    split_column: str | None,
+    unlabelled_split: str,
+    source: str,
+) -> datasets.Dataset | datasets.IterableDataset:
+    r"""
+    Keep the rows of `split` when the rows name their split, and say how many each split kept and dropped.
+
+    A row belongs to the split named in its `split_column` (or, for webdataset shards, that key of its `.json`
+    member); a row without a value belongs to `unlabelled_split`. A dataset without the column is returned whole:
+    its rows are all of the split it was loaded as.
+
+    Args:
+        dataset: the loaded rows.
+        split (`str`): the split to keep.
+        split_column (`str` or `None`): the column naming each row's split; `None` keeps every row.
+        unlabelled_split (`str`): the split of rows with no value in the column (a caption file's training split;
+            for a Hub dataset or an image folder, the split it was loaded as).
+        source (`str`): the dataset as the user named it, for the messages.
+
+    Returns:
+        The rows of `split`. For a map-style dataset, a warning names the count kept and dropped per split; a
+        stream is filtered as it is read.
+
+    Raises:
+        ValueError: no row belongs to `split` (the message lists the splits that exist, with their counts).
+    """
+    if split_column is None:
+        return dataset
+    dataset, column = _with_split_column(dataset, split_column)
+    if column is None:
+        return dataset
+
+    def keep(value: Any) -> bool:
+        return (_split_value(value) or unlabelled_split) == split
+
+    if isinstance(dataset, datasets.IterableDataset):
+        logger.warning("%s: keeping the rows whose %r is %r, as the stream is read", source, split_column, split)
+        return dataset.filter(keep, input_columns=[column])
+    counts = Counter(_split_value(value) or unlabelled_split for value in dataset[column])
+    if counts[split] == 0:
+        found = ", ".join(f"{name} {count:,}" for name, count in sorted(counts.items()))
+        raise ValueError(
+            f"{source} has no row of split {split!r} in its {split_column!r} column (rows without a value count as "
+            f"{unlabelled_split!r}); it holds {found}. Choose another split, or --split_column"
+        )
+    if counts[split] < len(dataset):
+        others = ", ".join(f"{name} {count:,}" for name, count in sorted(counts.items()) if name != split)
+        logger.warning(
+            "%s: split %r keeps %s of %s rows; the other splits of its %r column are left out: %s",
+            source, split, f"{counts[split]:,}", f"{len(dataset):,}", split_column, others,
+        )  # fmt: skip
+        dataset = dataset.filter(keep, input_columns=[column])
+    return dataset
+
+
 def load_image_text_dataset(
     source: str,
     split: str = "train",
@@ -134,6 +235,8 @@ def load_image_text_dataset(
     caption_column: str = "caption",
     streaming: bool = False,
     allow_paths_outside_data: bool = False,
+    split_column: str | None = "split",
+    train_split: str = "train",
     **kwargs,
 ) -> datasets.Dataset | datasets.IterableDataset:
     r"""
@@ -155,14 +258,19 @@ def load_image_text_dataset(
               with `jpg`/`jpeg`/`png`/`webp` + `txt` members per sample (used when `image_column` /
               `caption_column` are left at their defaults);
             - otherwise, a dataset on the Hub, opened with `datasets.load_dataset(source, split=...)`.
-        split (`str`, *optional*, defaults to `"train"`): the split to load (also the split name given
-            to local files).
+        split (`str`, *optional*, defaults to `"train"`): the split to load. Where the rows name their split in
+            `split_column` (a caption file's `split` field, an image folder's metadata, a Hub dataset's column, a
+            webdataset sample's `.json` member), only that split's rows are kept (`select_split`).
         image_column (`str`, *optional*, defaults to `"image"`): the column holding the image.
         caption_column (`str`, *optional*, defaults to `"caption"`): the column holding one caption (a
             string) or several (a list of strings, one of which is drawn per step).
         streaming (`bool`, *optional*, defaults to `False`): return a `datasets.IterableDataset`.
         allow_paths_outside_data (`bool`, *optional*, defaults to `False`): let relative image paths of a caption
             file leave its folder (`../x.jpg`); by default such a row is bad (`path_outside_data`).
+        split_column (`str`, *optional*, defaults to `"split"`): the column naming each row's split; `None` keeps
+            every row whatever it says.
+        train_split (`str`, *optional*, defaults to `"train"`): the split of a caption file's rows that name none
+            (a file without a split column is all training rows).
         kwargs: passed on to `datasets.load_dataset` (e.g. `cache_dir`); caption files are read without it.
 
     Returns:
@@ -172,21 +280,26 @@ def load_image_text_dataset(
         ValueError: `image_column` or `caption_column` is missing (the message lists the columns that
             exist), a caption file cannot be read, or local files of an unsupported kind.
     """
+    pick = {"split": split, "split_column": split_column, "source": source}
     if os.path.isdir(source):
         dataset = datasets.load_dataset("imagefolder", data_dir=source, split=split, streaming=streaming, **kwargs)
+        dataset = select_split(dataset, unlabelled_split=split, **pick)
         return _normalise_columns(dataset, image_column, caption_column, source)
     files = _local_files(source)
     if not files:
         if glob.has_magic(source) or "{" in source or source.lower().endswith(LOCAL_EXTENSIONS):
             raise ValueError(f"no file matches {source!r}")
         dataset = datasets.load_dataset(source, split=split, streaming=streaming, **kwargs)
+        dataset = select_split(dataset, unlabelled_split=split, **pick)
         return _normalise_columns(dataset, image_column, caption_column, source)
     extensions = {os.path.splitext(path)[1].lower() for path in files}
     if extensions <= {".jsonl", ".json"} or extensions == {".csv"}:
-        dataset = read_caption_files(files, image_column, caption_column, allow_paths_outside_data)
+        dataset = read_caption_files(files, image_column, caption_column, allow_paths_outside_data, split_column)
+        dataset = select_split(dataset, unlabelled_split=train_split, **{**pick, "split_column": "split"})
         return dataset.to_iterable_dataset() if streaming else dataset
     if extensions == {".tar"}:
-        return _load_webdataset(files, split, image_column, caption_column, streaming, source, **kwargs)
+        dataset = _load_webdataset(files, split, image_column, caption_column, streaming, source, pick, **kwargs)
+        return dataset
     raise ValueError(
         f"cannot tell how to read {source!r}: its files end with {sorted(extensions)}; "
         "expected one kind of .jsonl/.json, .csv or .tar files, or an imagefolder directory"

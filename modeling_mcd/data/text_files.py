@@ -5,7 +5,8 @@ caption(s).
 Data flow: `read_caption_files(files, image_column, caption_column)` -> a `datasets.Dataset` with one row per line
 (or record) of the files, in file order: `image` (the path resolved against the file's folder), `caption` (a list
 of cleaned captions), `pair_id` (the first row that names the same image file), `file` and `line` (the 1-based line
-a user can open), and, for a row that cannot be used, `bad_reason`, `bad_column` and `bad_detail`.
+a user can open), `split` (the row's split column, when it has one), and, for a row that cannot be used,
+`bad_reason`, `bad_column` and `bad_detail`.
 
 A problem of one row never stops the reading: bytes that are not UTF-8, a line that is not a JSON object, a CSV
 record with the wrong number of fields, an empty line, a missing or non-text value, an empty caption, a relative
@@ -46,6 +47,7 @@ FEATURES = datasets.Features(
         "bad_reason": datasets.Value("string"),
         "bad_column": datasets.Value("string"),
         "bad_detail": datasets.Value("string"),
+        "split": datasets.Value("string"),
     }
 )
 # Undecodable bytes, kept as lone surrogates by the "surrogateescape" error handler.
@@ -185,7 +187,11 @@ def _file_problem(path: str) -> BadSampleError | None:
 
 
 def read_caption_files(
-    files: list[str], image_column: str, caption_column: str, allow_paths_outside_data: bool = False
+    files: list[str],
+    image_column: str,
+    caption_column: str,
+    allow_paths_outside_data: bool = False,
+    split_column: str | None = "split",
 ) -> datasets.Dataset:
     r"""
     Read caption files row by row into one dataset, each row's problems recorded with it (see the module docstring).
@@ -196,6 +202,8 @@ def read_caption_files(
         caption_column (`str`): the column holding one caption or a list of captions.
         allow_paths_outside_data (`bool`, *optional*, defaults to `False`): accept relative paths such as
             `../other/x.jpg` that leave the folder of the caption file.
+        split_column (`str`, *optional*, defaults to `"split"`): the column naming each row's split, copied to
+            the `split` column (`None` where a row has no value, or a line cannot be read). `None`: no such column.
 
     Returns:
         `datasets.Dataset` with the columns of `FEATURES`; `bad_reason` is `None` on the rows that can be used.
@@ -212,12 +220,14 @@ def read_caption_files(
         images = _ImagePaths(path, allow_paths_outside_data)
         seen_keys: set[str] = set()  # the columns of a JSON file's objects
         for line, record in records:
-            image = caption = bad = None
+            image = caption = bad = row_split = None
             column = None
             if isinstance(record, BadSampleError):
                 bad = record
             else:
                 seen_keys.update(record)
+                if split_column is not None and record.get(split_column) not in (None, ""):
+                    row_split = str(record[split_column])
                 try:
                     column = caption_column
                     if record.get(caption_column) is None:
@@ -237,6 +247,7 @@ def read_caption_files(
                 ("bad_reason", bad and bad.reason),
                 ("bad_column", column if bad else None),
                 ("bad_detail", bad and bad.detail),
+                ("split", row_split),
             ):
                 columns[name].append(value)
         if seen_keys:

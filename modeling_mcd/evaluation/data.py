@@ -245,18 +245,21 @@ class CaptionedImages:
     text_to_image: torch.Tensor  # (T,) long: the image index of each caption
 
 
-def load_captioned_images(path: str | Path, split: str | None = "test") -> CaptionedImages:
+def load_captioned_images(
+    path: str | Path, split: str | None = "test", split_column: str | None = "split"
+) -> CaptionedImages:
     r"""
     Read image–caption data from a JSON-lines file, or a folder holding `captions.jsonl`.
 
     Each line has `file_name` (relative to the file's folder) and either `captions` (a list) or `text` /
     `caption` (one string; lines repeating a `file_name` add captions to it). With `split`, only lines
-    whose `split` field equals it are kept (lines without the field are kept). This reads the
+    whose `split_column` field equals it are kept (lines without the field are kept). This reads the
     `shared/data/flickr8k` layout and the `imagefolder` `metadata.jsonl` form.
 
     Args:
         path (`str` or `Path`): the `.jsonl` file or its folder.
         split (`str`, *optional*, defaults to `"test"`): `None` keeps every line.
+        split_column (`str`, *optional*, defaults to `"split"`): the field naming a line's split.
 
     Returns:
         [`CaptionedImages`]
@@ -275,7 +278,7 @@ def load_captioned_images(path: str | Path, split: str | None = "test") -> Capti
                 row = json.loads(line)
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}:{line_number} is not valid JSON: {error}") from error
-            if split is not None and row.get("split", split) != split:
+            if split is not None and split_column is not None and row.get(split_column, split) != split:
                 continue
             if "file_name" not in row:
                 raise ValueError(f"{path}:{line_number} has no 'file_name'")

@@ -139,6 +139,7 @@ def build_eval_tasks(
     retrieval_split: str = "test",
     max_samples: int | None = None,
     on_bad_image: str = "skip",
+    split_column: str | None = "split",
 ) -> list[ZeroShotTask | RetrievalTask]:
     r"""
     The evaluation tasks of a run.
@@ -154,6 +155,8 @@ def build_eval_tasks(
             sorted by class), the first images and their captions for retrieval.
         on_bad_image (`str`, *optional*, defaults to `"skip"`): an unreadable image of the zero-shot folder is left
             out and named in the log (`"skip"`), or stops the run (`"raise"`); see `data.read_class_folder`.
+        split_column (`str`, *optional*, defaults to `"split"`): the field of `retrieval_file` naming each line's
+            split.
     """
     from ..synthetic import retrieval_dataset, zero_shot_classes, zero_shot_dataset
     from .data import load_captioned_images, load_labelled_images
@@ -179,7 +182,7 @@ def build_eval_tasks(
         name, split = folder_dataset_and_split(zero_shot_folder)
         tasks.append(ZeroShotTask(name, images, labels, labelled.classnames, templates, split))
     if retrieval_file:
-        captioned = load_captioned_images(retrieval_file, split=retrieval_split)
+        captioned = load_captioned_images(retrieval_file, split=retrieval_split, split_column=split_column)
         images, texts, text_to_image = captioned.images, captioned.captions, captioned.text_to_image.tolist()
         if max_samples:
             keep = [i for i, image in enumerate(text_to_image) if image < max_samples]

@@ -1,0 +1,183 @@
+# Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
+"""Evaluation images must never be training images: the check that stops a run before it trains on them.
+
+Data flow: `ImageKeys.of(images)` fingerprints each evaluation set (its resolved paths, the SHA-256 of each encoded
+file, and, for images held decoded, the SHA-256 of their RGB pixels) -> `find_leaks(train_images, sets)` looks up
+every training image by the same keys -> `LeakError` names the set, the count and the first paths. A map-style
+training set is checked whole before training (`check_no_leaks`); a stream cannot be, so `StreamLeakGuard` looks
+up each row as the stream is read and stops the run at the first one.
+
+Matching by path catches a split column ignored (the same file listed twice); matching by content catches the same
+image saved under two names. Near-duplicates (re-encoded, resized) are not caught.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+#: How many of the shared images a `LeakError` names.
+SHOWN = 5
+
+
+class LeakError(ValueError):
+    """An evaluation set shares images with the training set."""
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _pixels_digest(image: Image.Image) -> str:
+    rgb = image.convert("RGB")
+    return _digest(f"{rgb.size}".encode() + rgb.tobytes())
+
+
+def _path_of(value: Any) -> str | None:
+    """The local file an image value names (a path, or a `{"bytes", "path"}` dict whose path exists), resolved."""
+    path = value.get("path") if isinstance(value, Mapping) else value
+    if isinstance(path, (str, os.PathLike)) and os.path.isfile(path):
+        return os.path.realpath(path)
+    return None
+
+
+def _encoded_bytes(value: Any) -> bytes | None:
+    """The encoded image bytes of a value: its `bytes`, or its file's contents; `None` for a decoded image."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, Mapping) and value.get("bytes") is not None:
+        return value["bytes"]
+    path = _path_of(value)
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None  # unreadable: the training side counts it as a bad sample later
+
+
+def _shown(value: Any) -> str:
+    path = value.get("path") if isinstance(value, Mapping) else value
+    return str(path) if isinstance(path, (str, os.PathLike)) else f"<{type(value).__name__} image>"
+
+
+@dataclass
+class ImageKeys:
+    """The fingerprints of one evaluation set: every key maps to the image's name as the user knows it."""
+
+    name: str
+    paths: dict[str, str] = field(default_factory=dict)  # resolved file path -> shown name
+    contents: dict[str, str] = field(default_factory=dict)  # SHA-256 of the encoded bytes -> shown name
+    pixels: dict[str, str] = field(default_factory=dict)  # SHA-256 of the RGB pixels (decoded images) -> shown name
+
+    @classmethod
+    def of(cls, name: str, images: Sequence) -> ImageKeys:
+        """Fingerprint `images`: a `LazyImages` (files), PIL images, paths, bytes or `{"bytes", "path"}` dicts."""
+        keys = cls(name)
+        values = [str(path) for path in images.paths] if hasattr(images, "paths") else list(images)
+        for value in values:
+            shown = _shown(value)
+            if isinstance(value, Image.Image):
+                keys.pixels[_pixels_digest(value)] = shown
+                continue
+            if (path := _path_of(value)) is not None:
+                keys.paths[path] = shown
+            if (data := _encoded_bytes(value)) is not None:
+                keys.contents[_digest(data)] = shown
+        return keys
+
+    def __len__(self) -> int:
+        return len(self.paths) + len(self.contents) + len(self.pixels)
+
+    def match(self, value: Any) -> str | None:
+        """The name of the evaluation image that training image `value` is, or `None`."""
+        if isinstance(value, Image.Image):
+            return self.pixels.get(_pixels_digest(value))
+        path = _path_of(value)
+        if path is not None and path in self.paths:
+            return self.paths[path]
+        data = _encoded_bytes(value)
+        if data is None:
+            return None
+        if (hit := self.contents.get(_digest(data))) is not None:
+            return hit
+        if self.pixels:  # decoded evaluation images: compare pixels
+            import io
+
+            try:
+                with Image.open(io.BytesIO(data)) as image:
+                    return self.pixels.get(_pixels_digest(image))
+            except Exception:  # noqa: BLE001 - not an image: the training side counts it as bad later
+                return None
+        return None
+
+
+def leak_message(keys: ImageKeys, hits: list[tuple[str, str]], streaming: bool = False) -> str:
+    """One message naming the evaluation set, the count of shared images and the first `SHOWN` of them."""
+    shown = "; ".join(f"{train} = {evaluated}" for train, evaluated in hits[:SHOWN])
+    count = f"{len(hits):,}" if not streaming else "at least 1 (found as the stream was read)"
+    return (
+        f"the evaluation set {keys.name!r} shares {count} image(s) with the training data (matched by path or "
+        f"content): {shown}{' ...' if len(hits) > SHOWN else ''}. Training on evaluation images makes its figures "
+        "meaningless: train on another split (--train_split, --split_column) or evaluate on other images"
+    )
+
+
+def find_leaks(train_images: Iterable, keys: ImageKeys, workers: int = 8) -> list[tuple[str, str]]:
+    """`(training image, evaluation image)` for every training image found in `keys`, in training order."""
+    values = list(train_images)
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, os.cpu_count() or 1))) as pool:
+        matches = list(pool.map(keys.match, values, chunksize=64))
+    return [(_shown(value), hit) for value, hit in zip(values, matches) if hit is not None]
+
+
+def check_no_leaks(train_images: Sequence, eval_sets: Sequence[ImageKeys]) -> None:
+    """Raise `LeakError` if any evaluation set shares an image with `train_images` (every image is read once).
+
+    Args:
+        train_images: the training set's image values (paths, `{"bytes", "path"}` dicts, bytes or PIL images).
+        eval_sets: the fingerprints of each evaluation set.
+    """
+    for keys in eval_sets:
+        if len(keys) and (hits := find_leaks(train_images, keys)):
+            raise LeakError(leak_message(keys, hits))
+
+
+class StreamLeakGuard:
+    """Looks up each streamed training row in the evaluation sets; the first hit raises `LeakError`."""
+
+    def __init__(self, eval_sets: Sequence[ImageKeys]):
+        self.eval_sets = [keys for keys in eval_sets if len(keys)]
+
+    def __call__(self, value: Any) -> None:
+        for keys in self.eval_sets:
+            if (hit := keys.match(value)) is not None:
+                raise LeakError(leak_message(keys, [(_shown(value), hit)], streaming=True))
+
+
+def guard_training_data(train_dataset: Any, eval_sets: Mapping[str, Sequence]) -> None:
+    """Make sure `train_dataset` never trains on an image of `eval_sets`.
+
+    Args:
+        train_dataset: an `image_text.ImageTextDataset`, checked whole now, or an `IterableImageTextDataset`,
+            which then checks each row as it reads it.
+        eval_sets: the images of each evaluation set, by name (`LazyImages`, PIL images, paths, ...).
+
+    Raises:
+        LeakError: a map-style training set shares an image with an evaluation set.
+    """
+    keys = [ImageKeys.of(name, images) for name, images in eval_sets.items()]
+    if hasattr(train_dataset, "training_images"):
+        check_no_leaks(train_dataset.training_images(), keys)
+    else:
+        train_dataset.leak_guard = StreamLeakGuard(keys)
+
+
+__all__ = ["ImageKeys", "LeakError", "StreamLeakGuard", "check_no_leaks", "find_leaks", "guard_training_data"]
