@@ -11,12 +11,12 @@ The pipeline is the training run's (training/run_mcd.py with MCDTrainer):
 caption) -> `KeyedSamples` -> a torch `DataLoader` with N workers collating with `SeededCollator(MCDCollator)`
 (tokenize, MLM-mask each caption with its own seed) -> on the device, `MCDViews` (both views, in the training
 process). The model's rate is one `mcd` training step (MLM on) on a collated batch of this data, timed with
-bench/step.py's code (imported, not copied); that step already makes the views.
+the bench's shared code (bench/common.py, as bench/step.py times it); that step already makes the views.
 
 Reported:
 - each stage alone, in this process: decode (`dataset[i]`), collate (one batch), views (one batch on the device);
 - the DataLoader's samples/s for each worker count (decode + collate in the workers; its start-up excluded);
-- the chosen worker count: the fewest that feed the model 3 times over (the issue's target), else the fastest;
+- the chosen worker count: the fewest that feed the model 3 times over (the target), else the fastest;
 - what limits it: the stage with the largest cost per sample once decode and collate are shared by the workers.
 
 Caveat: the DataLoader is timed alone. In training its workers share the machine's cores with the model's threads
@@ -30,7 +30,6 @@ import argparse
 import datetime
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,8 +37,7 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/step.py, when run as a script or loaded by path
-import step  # noqa: E402
+import common
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "flickr8k" / "captions.jsonl"
 TARGET = 3.0  # the input pipeline must feed the model at least 3 times over
@@ -53,7 +51,7 @@ def load_rows(path: Path, samples: int | None):
     return rows.select(range(min(samples, len(rows)))) if samples else rows
 
 
-def build_pipeline(rows, size: step.Size, seed: int = 0):
+def build_pipeline(rows, size: common.Size, seed: int = 0):
     """The run's dataset, tokenizer and collator: (KeyedSamples, SeededCollator, tokenizer)."""
     from modeling_mcd.builder import caption_corpus
     from modeling_mcd.data import KeyedSamples, MCDCollator, SeededCollator, image_text_dataset
@@ -112,19 +110,19 @@ def time_loader(dataset, collator, batch: int, workers: int, batches: int, seed:
 
 
 def model_rate(
-    size: step.Size, collated: dict[str, Any], device: torch.device, dtype: str, warmup: int, steps: int
-) -> tuple[float, step.Runner]:
-    """Seconds of one `mcd` training step (bench/step.py's runner) on `collated` (real data), and the runner."""
+    size: common.Size, collated: dict[str, Any], device: torch.device, dtype: str, warmup: int, steps: int
+) -> tuple[float, common.Runner]:
+    """Seconds of one `mcd` training step (bench/common.py's runner) on `collated` (real data), and the runner."""
     batch = collated["pixel_values"].shape[0]
-    runner = step.build_ours(size, "mcd", device, batch, dtype, tempfile.mkdtemp(prefix="mcd-bench-"))
+    runner = common.build_ours(size, "mcd", device, batch, dtype, tempfile.mkdtemp(prefix="mcd-bench-"))
     runner.inputs = {name: value.to(device) if torch.is_tensor(value) else value for name, value in collated.items()}
     for _ in range(max(warmup, 1)):
-        step.timed(runner.step, device)
-    return statistics.median(step.timed(runner.step, device) for _ in range(steps)), runner
+        common.timed(runner.step, device)
+    return statistics.median(common.timed(runner.step, device) for _ in range(steps)), runner
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    size, device, batch = step.SIZES[args.size], args.device, args.batch
+    size, device, batch = common.SIZES[args.size], args.device, args.batch
     start = time.perf_counter()
     rows = load_rows(args.data, args.samples)
     dataset, collator, tokenizer = build_pipeline(rows, size)
@@ -137,7 +135,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     step_s, runner = model_rate(size, collated, device, args.dtype, args.warmup, args.steps)
     images = runner.inputs["pixel_values"]
     views_batch_s = statistics.median(
-        step.timed(lambda: runner.trainer.views(images, seed=1), device) for _ in range(args.steps + 1)
+        common.timed(lambda: runner.trainer.views(images, seed=1), device) for _ in range(args.steps + 1)
     )
     model_sps = batch / step_s
 
@@ -152,7 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     limit = max(costs, key=costs.get)
     return {
         "device": device.type,
-        "device_name": step.device_name(device),
+        "device_name": common.device_name(device),
         "date": datetime.date.today().isoformat(),
         "data": str(args.data),
         "rows": len(rows),
@@ -209,7 +207,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="captions.jsonl of Flickr8k (default: shared)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--size", choices=sorted(step.SIZES), help="bench/step.py's sizes (default: small / vitb32)")
+    parser.add_argument("--size", choices=sorted(common.SIZES), help="the bench sizes (default: small / vitb32)")
     parser.add_argument("--batch", type=int, help="default: 64 on CPU, 256 on CUDA")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), help="default: fp32 on CPU, bf16 on CUDA")
     parser.add_argument("--workers", type=int, nargs="+", help="DataLoader worker counts to try (default: 0..cores)")
@@ -228,16 +226,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         defaults = {"size": "tiny", "batch": 8, "workers": [0, 1], "batches": 3, "samples": 48, "decode_samples": 16}
         defaults |= {"warmup": 1, "steps": 1}
     else:
-        defaults = {"size": step.default_size(args.device), "batch": 256 if cuda else 64, "batches": 10}
+        defaults = {"size": common.default_size(args.device), "batch": 256 if cuda else 64, "batches": 10}
         defaults |= {"workers": list(range(0, min(os.cpu_count() or 1, 16) + 1, 1 if not cuda else 4))}
         defaults |= {"decode_samples": 256, "warmup": 1, "steps": 3}
     defaults |= {"dtype": "bf16" if cuda else "fp32", "threads": None if cuda else 2}
-    step.fill_defaults(args, defaults)
+    common.fill_defaults(args, defaults)
     return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    return step.run_cli(argv, parse_args, run, report)
+    return common.run_cli(argv, parse_args, run, report)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ and the largest batch that fits.
     python bench/gpu.py --peak-tflops 989 --json out.json
     python bench/gpu.py --tiny                        # slowly, on the CPU, tiny towers: the test
 
-Everything is measured with bench/step.py's code (imported, not copied): the same variants through the library's
+Everything is measured with bench/step.py's benchmark (imported, not copied): the same variants through the library's
 code path (an `MCDTrainer` step: views on the device, the model, `MCDLoss`, the Trainer's AdamW, the EMA teacher) and
 the peer (transformers' `VisionTextDualEncoderModel` trained as run_clip.py trains it). MFU = the FLOPs of one forward
 + backward counted by `torch.utils.flop_counter.FlopCounterMode` / the step's time / the GPU's peak dense bf16 FLOP/s
@@ -14,7 +14,7 @@ the peer (transformers' `VisionTextDualEncoderModel` trained as run_clip.py trai
 the batch from `--batch` until a step raises `torch.cuda.OutOfMemoryError`, then bisecting to `--batch-step`; on the
 CPU nothing runs out of memory, so the search stops at `--max-batch` and says so (`capped`).
 
-Targets of issue 12 on one H100/H200, bf16, batch 256: `mcd` >= 1,000 samples/s and MFU >= 25 %.
+The targets on one H100/H200, bf16, batch 256: `mcd` >= 1,000 samples/s and MFU >= 25 %.
 The last line of the output is one JSON object; `--json PATH` also writes it. bench/gpu_check.sh runs this on a lent
 GPU machine.
 """
@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/step.py, when run as a script or loaded by path
-import step  # noqa: E402
+import common
+import step
 
 #: Peak dense bf16 tensor-core TFLOP/s (no sparsity), by a substring of `torch.cuda.get_device_name`; first match wins.
 PEAK_TFLOPS = (
@@ -40,7 +39,7 @@ PEAK_TFLOPS = (
     ("H100", 989.0),  # SXM ("NVIDIA H100 80GB HBM3")
     ("A100", 312.0),
 )
-VARIANTS = ("clip", "mcd", step.PEER)
+VARIANTS = ("clip", "mcd", common.PEER)
 TARGET_SAMPLES_PER_S = 1000.0  # mcd, one H100/H200, bf16, batch 256
 TARGET_MFU = 0.25
 
@@ -57,13 +56,13 @@ def _is_oom(error: BaseException) -> bool:
     return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
-def step_fits(runner: step.Runner, size: step.Size, batch: int, device: torch.device) -> bool:
+def step_fits(runner: common.Runner, size: common.Size, batch: int, device: torch.device) -> bool:
     """Whether one training step of `runner` at `batch` runs without running out of device memory."""
-    runner.inputs = step.make_batch(size, batch, device)
+    runner.inputs = common.make_batch(size, batch, device)
     failed = False
     try:
         runner.step()
-        step.synchronize(device)
+        common.synchronize(device)
     except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
         if not _is_oom(error):
             raise
@@ -123,8 +122,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
     search = None
     if args.max_batch:
-        size = step.SIZES[args.size]
-        runner = step.build_ours(size, "mcd", device, args.batch, args.dtype, tempfile.mkdtemp(prefix="mcd-bench-"))
+        size = common.SIZES[args.size]
+        runner = common.build_ours(size, "mcd", device, args.batch, args.dtype, tempfile.mkdtemp(prefix="mcd-bench-"))
         search = largest_batch(
             lambda batch: step_fits(runner, size, batch, device), args.batch, args.max_batch, args.batch_step
         )
@@ -192,7 +191,7 @@ def _holds(value: bool | None) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", help="default: cuda (cpu with --tiny)")
-    parser.add_argument("--size", choices=sorted(step.SIZES), help="default: vitb32 (tiny with --tiny)")
+    parser.add_argument("--size", choices=sorted(common.SIZES), help="default: vitb32 (tiny with --tiny)")
     parser.add_argument("--batch", type=int, help="per GPU (default 256; 8 with --tiny)")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), help="default: bf16 (fp32 on the CPU)")
     parser.add_argument("--warmup", type=int, help="untimed steps per variant (default 5)")
@@ -210,7 +209,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     else:
         defaults = {"device": "cuda", "size": "vitb32", "batch": 256, "warmup": 5, "steps": 20, "max_batch": 4096}
         defaults |= {"batch_step": 32}
-    step.fill_defaults(args, defaults)
+    common.fill_defaults(args, defaults)
     args.device = torch.device(args.device)
     if args.device.type == "cuda" and not torch.cuda.is_available():
         parser.error("no CUDA device: run on a GPU machine, or with --tiny on the CPU")
@@ -222,7 +221,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    return step.run_cli(argv, parse_args, run, report)
+    return common.run_cli(argv, parse_args, run, report)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import sys
@@ -14,16 +15,26 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
 def load_bench(name: str):
-    """A bench script as a module (bench/ is not a package; its scripts import bench/step.py as `step`)."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    """bench/<name>.py as the module `name`, as a script sees it when run (`python bench/step.py`: its siblings are
+    top-level modules, `import common` is bench/common.py); the siblings it imports are loaded first, the same way."""
+    path = BENCH / f"{name}.py"
+    if getattr(sys.modules.get(name), "__file__", None) == str(path):
+        return sys.modules[name]
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if (BENCH / f"{alias.name}.py").is_file():
+                    load_bench(alias.name)
+        elif isinstance(node, ast.ImportFrom) and node.module and (BENCH / f"{node.module}.py").is_file():
+            load_bench(node.module)
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
+    sys.modules[name] = module  # dataclasses look their module up there; the siblings import it by this name
     spec.loader.exec_module(module)
     return module
 
 
+common = load_bench("common")
 step = load_bench("step")
 
 
@@ -68,12 +79,12 @@ def test_flop_counter_counts_cpu_attention():
 def test_batch_looks_like_the_collator_output():
     import torch
 
-    size = step.SIZES["tiny"]
-    batch = step.make_batch(size, 6, "cpu")
+    size = common.SIZES["tiny"]
+    batch = common.make_batch(size, 6, "cpu")
     assert batch["pixel_values"].dtype == torch.uint8
     assert batch["pixel_values"].shape == (6, 3, size.base_image_size, size.base_image_size)
     masked = batch["mlm_labels"] != -100
-    assert torch.equal(batch["mlm_input_ids"][masked], torch.full_like(batch["mlm_input_ids"][masked], step.MASK_ID))
+    assert torch.equal(batch["mlm_input_ids"][masked], torch.full_like(batch["mlm_input_ids"][masked], common.MASK_ID))
     assert torch.equal(batch["mlm_input_ids"][~masked], batch["input_ids"][~masked])
     assert batch["bad_samples"] == {}
 
