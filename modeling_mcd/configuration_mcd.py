@@ -52,6 +52,9 @@ class MCDConfig(PreTrainedConfig):
             One of `"pooler"`, `"cls"`, `"mean"`; see `POOLING_CHOICES`.
         text_pooling (`str`, *optional*, defaults to `"pooler"`):
             One of `"pooler"`, `"cls"`, `"mean"`.
+        initializer_factor (`float`, *optional*, defaults to 1.0):
+            Scales the initial std of the two projections, `hidden_size**-0.5 * initializer_factor` as in
+            [`~transformers.CLIPConfig`]. The towers are initialised by their own configs.
 
     Example:
 
@@ -76,6 +79,8 @@ class MCDConfig(PreTrainedConfig):
     logit_scale_max: float = DEFAULT_LOGIT_SCALE_MAX
     vision_pooling: str = "pooler"
     text_pooling: str = "pooler"
+    # A default, so that configs saved before this field existed still load.
+    initializer_factor: float = 1.0
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -89,6 +94,10 @@ class MCDConfig(PreTrainedConfig):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 raise ValueError(f"MCDConfig.{name} must be a finite number, got {value!r}")
+        factor = self.initializer_factor
+        is_number = isinstance(factor, (int, float)) and not isinstance(factor, bool)
+        if not is_number or not math.isfinite(factor) or factor <= 0:
+            raise ValueError(f"MCDConfig.initializer_factor must be a positive finite number, got {factor!r}")
         if self.logit_scale_init_value > self.logit_scale_max:
             raise ValueError(
                 f"MCDConfig.logit_scale_init_value ({self.logit_scale_init_value}) must not exceed "

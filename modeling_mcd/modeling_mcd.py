@@ -16,7 +16,8 @@ from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.clip.modeling_clip import CLIPOutput, image_text_contrastive_loss
-from transformers.utils import logging
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple, logging
 
 from .configuration_mcd import MCDConfig
 
@@ -67,14 +68,16 @@ def encode_tower(
         projection: the linear projection into the shared space, (D -> P).
         pooling: `"pooler"`, `"cls"` or `"mean"` (see `pool_tower_output`).
         attention_mask: (B, L) for text; `None` for images.
-        inputs: the tower's inputs (`pixel_values=` or `input_ids=`, `token_type_ids=`, ...).
+        inputs: the tower's inputs (`pixel_values=` or `input_ids=`, `token_type_ids=`, ...) and output flags
+            (`output_hidden_states=`, `output_attentions=`), passed on to the tower.
 
     Returns:
-        The tower's output with `pooler_output` replaced by the projected features, (B, P).
+        The tower's output with `pooler_output` replaced by the projected features, (B, P). Always a
+        `ModelOutput`: a `return_dict` in `inputs` is overridden, since pooling reads the output's fields.
     """
     if attention_mask is not None:
         inputs["attention_mask"] = attention_mask
-    outputs = tower(**inputs, return_dict=True)
+    outputs = tower(**{**inputs, "return_dict": True})
     pooled = pool_tower_output(outputs, pooling, attention_mask)  # (B, D)
     outputs.pooler_output = projection(pooled)  # (B, P)
     return outputs
@@ -140,10 +143,11 @@ class MCDPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         # Towers are PreTrainedModels: `initialize_weights` dispatches to their own `_init_weights`.
-        # Only what MCD adds is initialised here (CLIP's scheme: std = width**-0.5).
+        # Only what MCD adds is initialised here, with CLIP's scheme: std = width**-0.5 * initializer_factor.
         if isinstance(module, MCDModel):
-            init.normal_(module.visual_projection.weight, std=module.vision_embed_dim**-0.5)
-            init.normal_(module.text_projection.weight, std=module.text_embed_dim**-0.5)
+            factor = module.config.initializer_factor
+            init.normal_(module.visual_projection.weight, std=module.vision_embed_dim**-0.5 * factor)
+            init.normal_(module.text_projection.weight, std=module.text_embed_dim**-0.5 * factor)
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
 
 
@@ -186,9 +190,10 @@ class MCDModel(MCDPreTrainedModel):
         self.post_init()
 
     # ----------------------------------------------------------------------------------------- features
+    @can_return_tuple
     def get_image_features(
-        self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False, **kwargs
-    ) -> BaseModelOutputWithPooling:
+        self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling | tuple:
         r"""
         Project images into the shared space (not normalised), as `CLIPModel.get_image_features` does
         in transformers 5.
@@ -196,6 +201,8 @@ class MCDModel(MCDPreTrainedModel):
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`): normalised images.
             interpolate_pos_encoding (`bool`, *optional*): forwarded to towers that accept it.
+            kwargs: `output_hidden_states`, `output_attentions` (the latter needs eager attention), ... for the
+                image tower; `return_dict=False` (or `config.return_dict=False`) returns a tuple.
 
         Returns:
             `BaseModelOutputWithPooling` whose `pooler_output` is `(batch_size, projection_dim)`.
@@ -206,14 +213,15 @@ class MCDModel(MCDPreTrainedModel):
             self.vision_model, self.visual_projection, self.config.vision_pooling, pixel_values=pixel_values, **kwargs
         )
 
+    @can_return_tuple
     def get_text_features(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
-        **kwargs,
-    ) -> BaseModelOutputWithPooling:
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPooling | tuple:
         r"""
         Project token ids into the shared space (not normalised).
 
@@ -221,6 +229,7 @@ class MCDModel(MCDPreTrainedModel):
             input_ids (`torch.LongTensor` of shape `(batch_size, seq_len)`)
             attention_mask (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*)
             position_ids, token_type_ids (*optional*): forwarded to the text tower when given.
+            kwargs: as for `get_image_features`, for the text tower.
 
         Returns:
             `BaseModelOutputWithPooling` whose `pooler_output` is `(batch_size, projection_dim)`.
@@ -243,6 +252,7 @@ class MCDModel(MCDPreTrainedModel):
         return self.logit_scale.clamp(max=self.config.logit_scale_max).exp().squeeze(0)  # ()
 
     # ------------------------------------------------------------------------------------------ forward
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -252,8 +262,7 @@ class MCDModel(MCDPreTrainedModel):
         return_loss: bool | None = None,
         token_type_ids: torch.LongTensor | None = None,
         interpolate_pos_encoding: bool = False,
-        return_dict: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> CLIPOutput | tuple:
         r"""
         Embed images and texts and score every image against every text.
@@ -263,7 +272,9 @@ class MCDModel(MCDPreTrainedModel):
             pixel_values (`torch.FloatTensor` of shape `(image_batch_size, 3, height, width)`)
             attention_mask, position_ids, token_type_ids (*optional*): for the text tower.
             return_loss (`bool`, *optional*): also return CLIP's contrastive loss (needs equal batch sizes).
-            return_dict (`bool`, *optional*): return a tuple instead of a `CLIPOutput` when `False`.
+            kwargs: `output_hidden_states`, `output_attentions` (needs eager attention), ... go to both towers, whose
+                outputs carry them in `vision_model_output` / `text_model_output`; `return_dict=False` (or
+                `config.return_dict=False`) returns `CLIPOutput.to_tuple()`, the towers' outputs as nested tuples.
 
         Returns:
             transformers' `CLIPOutput`: `logits_per_image` (I, T), `logits_per_text` (T, I), `image_embeds`,
@@ -271,9 +282,14 @@ class MCDModel(MCDPreTrainedModel):
         """
         if input_ids is None or pixel_values is None:
             raise ValueError("MCDModel.forward needs both `input_ids` and `pixel_values`")
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        vision_outputs = self.get_image_features(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
-        text_outputs = self.get_text_features(input_ids, attention_mask, position_ids, token_type_ids)
+        # `return_dict=True`: the feature methods would otherwise follow `config.return_dict` and hand back tuples,
+        # where `pooler_output` is needed below; the tuple, if asked for, is made once by `can_return_tuple`.
+        vision_outputs = self.get_image_features(
+            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs
+        )
+        text_outputs = self.get_text_features(
+            input_ids, attention_mask, position_ids, token_type_ids, return_dict=True, **kwargs
+        )
         image_embeds = nn.functional.normalize(vision_outputs.pooler_output, dim=-1)  # (I, P)
         text_embeds = nn.functional.normalize(text_outputs.pooler_output, dim=-1)  # (T, P)
 
@@ -281,7 +297,7 @@ class MCDModel(MCDPreTrainedModel):
         logits_per_image = logits_per_text.t()  # (I, T)
         loss = image_text_contrastive_loss(logits_per_text) if return_loss else None
 
-        output = CLIPOutput(
+        return CLIPOutput(
             loss=loss,
             logits_per_image=logits_per_image,
             logits_per_text=logits_per_text,
@@ -290,7 +306,6 @@ class MCDModel(MCDPreTrainedModel):
             text_model_output=text_outputs,
             vision_model_output=vision_outputs,
         )
-        return output if return_dict else output.to_tuple()
 
     # ---------------------------------------------------------------------------------- constructors
     @classmethod
