@@ -121,6 +121,24 @@ def model_rate(
     return statistics.median(common.timed(runner.step, device) for _ in range(steps)), runner
 
 
+def choose_workers(loaders: list[dict[str, Any]], model_samples_per_s: float) -> dict[str, Any]:
+    """The loader to use: the fewest workers that feed the model `TARGET` times over, else the fastest. Each loader's
+    `over_model` (its samples/s over the model's) is set on the way."""
+    for loader in loaders:
+        loader["over_model"] = loader["samples_per_s"] / model_samples_per_s
+    feeding = [loader for loader in loaders if loader["over_model"] >= TARGET]
+    if feeding:
+        return min(feeding, key=lambda loader: loader["workers"])
+    return max(loaders, key=lambda loader: loader["samples_per_s"])
+
+
+def stage_costs(decode_s: float, collate_s: float, views_batch_s: float, batch: int, workers: int) -> dict[str, float]:
+    """Seconds per sample of each stage where it runs: decode and collate (seconds per sample in one process) shared by
+    the `workers` (the training process itself when 0), the views (seconds per batch) in the training process."""
+    shared = max(workers, 1)
+    return {"decode": decode_s / shared, "collate": collate_s / shared, "views": views_batch_s / batch}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     size, device, batch = common.SIZES[args.size], args.device, args.batch
     start = time.perf_counter()
@@ -139,14 +157,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     model_sps = batch / step_s
 
-    for loader in loaders:
-        loader["over_model"] = loader["samples_per_s"] / model_sps
-    feeding = [loader for loader in loaders if loader["over_model"] >= TARGET]
-    chosen = min(feeding, key=lambda x: x["workers"]) if feeding else max(loaders, key=lambda x: x["samples_per_s"])
-    shared = max(chosen["workers"], 1)
-    # Cost per sample of each stage where it runs: decode and collate shared by the workers, the views in the
-    # training process (in the model's step).
-    costs = {"decode": decode_s / shared, "collate": collate_s / shared, "views": views_batch_s / batch}
+    chosen = choose_workers(loaders, model_sps)
+    costs = stage_costs(decode_s, collate_s, views_batch_s, batch, chosen["workers"])
     limit = max(costs, key=costs.get)
     return {
         "device": device.type,
