@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         retrieval_split=data_args.eval_retrieval_split,
         max_samples=data_args.eval_max_samples,
         on_bad_image=data_args.on_bad_sample,
-        split_column=data_args.split_column or None,
+        split_column=data_args.split_column or "split",  # '' turns the column off for training data only
     )
     if data_args.eval_leak_check and training_args.do_train:
         # Stops here, before any step, if an evaluation image is a training image (by path or content).

@@ -125,7 +125,7 @@ def leak_message(keys: ImageKeys, hits: list[tuple[str, str]], streaming: bool =
     count = f"{len(hits):,}" if not streaming else "at least 1 (found as the stream was read)"
     return (
         f"the evaluation set {keys.name!r} shares {count} image(s) with the training data (matched by path or "
-        f"content): {shown}{' ...' if len(hits) > SHOWN else ''}. Training on evaluation images makes its figures "
+        f"content): {shown}{'; ...' if len(hits) > SHOWN else ''}. Training on evaluation images makes its figures "
         "meaningless: train on another split (--train_split, --split_column) or evaluate on other images"
     )
 

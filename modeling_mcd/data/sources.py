@@ -123,7 +123,6 @@ def _load_webdataset(
     **kwargs,
 ) -> datasets.Dataset | datasets.IterableDataset:
     dataset = datasets.load_dataset("webdataset", data_files={split: files}, split=split, streaming=streaming, **kwargs)
-    dataset = select_split(dataset, unlabelled_split=split, **pick)
     columns = _column_names(dataset)
     if image_column == "image" and "image" not in columns:
         image_keys = [key for key in WEBDATASET_IMAGE_KEYS if key in columns]
@@ -137,6 +136,8 @@ def _load_webdataset(
         dataset = dataset.map(_webdataset_image, fn_kwargs={"image_keys": image_keys})
     if caption_column == "caption" and "caption" not in columns:
         caption_column = next((key for key in WEBDATASET_CAPTION_KEYS if key in columns), caption_column)
+    # After the image casts: a filtered stream no longer knows its features.
+    dataset = select_split(dataset, unlabelled_split=split, **pick)
     return _normalise_columns(dataset, image_column, caption_column, source)
 
 

@@ -253,7 +253,8 @@ def load_captioned_images(
 
     Each line has `file_name` (relative to the file's folder) and either `captions` (a list) or `text` /
     `caption` (one string; lines repeating a `file_name` add captions to it). With `split`, only lines
-    whose `split_column` field equals it are kept (lines without the field are kept). This reads the
+    whose `split_column` field equals it are kept; in a file where some lines name a split, a line naming none is a
+    training line (the training loader's rule), and a file where no line names one is evaluated whole. This reads the
     `shared/data/flickr8k` layout and the `imagefolder` `metadata.jsonl` form.
 
     Args:
@@ -269,24 +270,27 @@ def load_captioned_images(
         path = path / "captions.jsonl"
     if not path.is_file():
         raise ValueError(f"caption file {path} does not exist")
-    captions_by_file: dict[str, list[str]] = {}
+    rows = []
     with path.open(encoding="utf-8") as lines:
         for line_number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                rows.append((line_number, json.loads(line)))
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}:{line_number} is not valid JSON: {error}") from error
-            if split is not None and split_column is not None and row.get(split_column, split) != split:
-                continue
-            if "file_name" not in row:
-                raise ValueError(f"{path}:{line_number} has no 'file_name'")
-            captions = row.get("captions", row.get("text", row.get("caption")))
-            captions = [captions] if isinstance(captions, str) else captions
-            if not captions or not all(isinstance(caption, str) for caption in captions):
-                raise ValueError(f"{path}:{line_number} needs 'captions' (list of str) or 'text' (str)")
-            captions_by_file.setdefault(row["file_name"], []).extend(captions)
+    if split is not None and split_column is not None:
+        if any(row.get(split_column) not in (None, "") for _, row in rows):
+            rows = [(number, row) for number, row in rows if (row.get(split_column) or "train") == split]
+    captions_by_file: dict[str, list[str]] = {}
+    for line_number, row in rows:
+        if "file_name" not in row:
+            raise ValueError(f"{path}:{line_number} has no 'file_name'")
+        captions = row.get("captions", row.get("text", row.get("caption")))
+        captions = [captions] if isinstance(captions, str) else captions
+        if not captions or not all(isinstance(caption, str) for caption in captions):
+            raise ValueError(f"{path}:{line_number} needs 'captions' (list of str) or 'text' (str)")
+        captions_by_file.setdefault(row["file_name"], []).extend(captions)
     if not captions_by_file:
         raise ValueError(f"{path} has no rows" + (f" with split {split!r}" if split is not None else ""))
     file_names = list(captions_by_file)
