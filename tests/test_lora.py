@@ -325,7 +325,7 @@ def test_a_lora_run_resumes_and_exports_a_merged_model_and_its_adapters(tiny_mod
     metrics = run_mcd.main(args + ["--max_steps", "3"])  # resumes from checkpoint-2
     history = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["log_history"]
     assert [entry["step"] for entry in history if "loss" in entry] == [1, 2, 3]
-    assert 0.0 <= metrics["synthetic_zero_shot_top1"] <= 1.0
+    assert {"synthetic_zero_shot_top1", "synthetic_retrieval_mean_recall"} <= set(metrics)  # the resumed run evaluated
 
     export = out / "mcd-model"
     model = AutoModel.from_pretrained(export)
