@@ -3,15 +3,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "bench" / "memory_estimate.py"
-spec = importlib.util.spec_from_file_location("memory_estimate", SCRIPT)
-memory_estimate = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(memory_estimate)
+from test_bench_step import load_bench
+
+memory_estimate = load_bench("memory_estimate")
 
 
 def test_estimate_follows_the_shapes_and_the_zero_stages():
@@ -30,3 +26,13 @@ def test_estimate_follows_the_shapes_and_the_zero_stages():
         assert stage["total"] == pytest.approx(sum(stage[part] for part in parts))
     half = memory_estimate.estimate(batch=128, gpus=8)
     assert half["activations_gib"] == pytest.approx(result["activations_gib"] / 2)  # linear in the batch
+
+
+def test_zero3_partitions_the_weights_and_the_teacher_zero2_only_the_optimizer():
+    eight, sixteen = memory_estimate.estimate(batch=256, gpus=8), memory_estimate.estimate(batch=256, gpus=16)
+    for part in ("weights", "teacher_fp32"):
+        assert sixteen["zero2_gib"][part] == pytest.approx(eight["zero2_gib"][part])  # a whole copy on every GPU
+        assert sixteen["zero3_gib"][part] == pytest.approx(eight["zero3_gib"][part] / 2)
+    for stage in ("zero2_gib", "zero3_gib"):
+        assert sixteen[stage]["gradients_and_optimizer"] == pytest.approx(eight[stage]["gradients_and_optimizer"] / 2)
+        assert sixteen[stage]["activations"] == pytest.approx(eight[stage]["activations"])  # the batch is per GPU
