@@ -16,6 +16,7 @@ from modeling_mcd.data import (
     SampleDecoder,
     decode_image,
     resize_center_crop,
+    select_caption,
     validate_caption,
 )
 
@@ -116,6 +117,25 @@ def test_validate_caption():
         with pytest.raises(BadSampleError) as error:
             validate_caption(value)
         assert error.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "caption",
+    ["\u200b\u200c\u200d\u2060\ufeff", "\x00\x00\x00", "\u200b \x00\t\u00ad", "\u3164", "\u2800\u180e", "\x7f"],
+)
+def test_a_caption_without_a_visible_character_is_empty(caption):
+    """Zero-width and format characters, NUL and other control bytes, fillers: the tokenizer would make them
+    `[CLS][SEP]`, a caption that says nothing."""
+    for check in (validate_caption, select_caption, lambda value: select_caption([value, None])):
+        with pytest.raises(BadSampleError) as error:
+            check(caption)
+        assert error.value.reason == "empty_caption"
+
+
+def test_a_caption_keeps_its_visible_text_and_loses_invisible_edges():
+    assert validate_caption("\ufeff\u200b a red cat\u2060\x00 ") == "a red cat"
+    assert validate_caption("cafe\u0301 au lait") == "cafe\u0301 au lait"  # a combining accent is text
+    assert validate_caption("a\u200bb") == "a\u200bb"  # what is inside is the tokenizer's to clean
 
 
 @pytest.mark.parametrize(

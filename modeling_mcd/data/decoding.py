@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import os
+import unicodedata
 import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -49,11 +50,17 @@ BAD_SAMPLE_REASONS = (
     "missing_value",
     "non_text_path",
     "path_outside_data",
+    "unbalanced_quote",
+    # a webdataset shard cut short (`shards`): the record of its unread rest
+    "truncated_shard",
 )
 ON_BAD_SAMPLE_CHOICES = ("skip", "raise")
 # 8192 x 8192: far above any pretraining image, far below what exhausts a dataloader worker's memory.
 DEFAULT_MAX_PIXELS = 8192 * 8192
 DEFAULT_MAX_CONSECUTIVE_BAD = 100
+# The longest side an image keeps, in multiples of its shortest, before an evaluation processor resizes it: a
+# 1,000,000 x 1 strip resized to a 224 shortest edge would need 224,000,000 x 224 pixels.
+MAX_ASPECT_RATIO = 4
 
 
 class BadSampleError(ValueError):
@@ -210,23 +217,73 @@ def resize_center_crop(image: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()  # (3, S, S)
 
 
+def crop_to_aspect_ratio(image: Image.Image, max_ratio: float = MAX_ASPECT_RATIO) -> Image.Image:
+    """Centre-crop the longer side of `image` to at most `max_ratio` times the shorter one.
+
+    `resize_center_crop` crops before it resizes; an image processor that resizes the shortest edge first would
+    make an extreme strip enormous. A processor that centre-crops a square sees the same pixels either way.
+
+    Args:
+        image: a PIL image.
+        max_ratio: the largest longer/shorter side ratio kept (`MAX_ASPECT_RATIO` by default).
+
+    Returns:
+        `image` itself when its ratio is within `max_ratio`, else its centre crop.
+    """
+    width, height = image.size
+    short = max(1, min(width, height))
+    longest = max(1, int(max_ratio * short))
+    if max(width, height) <= longest:
+        return image
+    if width > height:
+        left = (width - longest) // 2
+        return image.crop((left, 0, left + longest, height))
+    top = (height - longest) // 2
+    return image.crop((0, top, width, top + longest))
+
+
 # ----------------------------------------------------------------------------------------------
 # Captions
 # ----------------------------------------------------------------------------------------------
 
 
+# Characters that show nothing: controls (NUL included), format characters (zero-width spaces and joiners, word
+# joiner, BOM, soft hyphen), separators, and marks with no base. A caption made only of these tokenizes to
+# `[CLS][SEP]`.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Me"})
+# Letters and symbols drawn blank: Hangul fillers, the braille blank.
+_BLANK_CHARACTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# What is stripped from a caption's ends: whitespace and controls and format characters, never a mark (the
+# combining accent ending "cafe\u0301" is text).
+_EDGE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+
+
+def _is_invisible(character: str) -> bool:
+    return unicodedata.category(character) in _INVISIBLE_CATEGORIES or character in _BLANK_CHARACTERS
+
+
+def _strip_edges(text: str) -> str:
+    start, end = 0, len(text)
+    while start < end and (text[start].isspace() or unicodedata.category(text[start]) in _EDGE_CATEGORIES):
+        start += 1
+    while end > start and (text[end - 1].isspace() or unicodedata.category(text[end - 1]) in _EDGE_CATEGORIES):
+        end -= 1
+    return text[start:end]
+
+
 def validate_caption(value: Any) -> str:
-    """Return the caption stripped of surrounding whitespace.
+    """Return the caption stripped of whitespace and invisible characters (zero-width, BOM, NUL, ...) at its ends.
 
     Raises:
         BadSampleError: `non_text_caption` for anything but a string (None, numbers, bytes, ...);
-            `empty_caption` for an empty or whitespace-only string.
+            `empty_caption` for a string with no visible character: empty, whitespace, or only zero-width and
+            format characters (U+200B-U+200D, U+2060, U+FEFF, ...), NUL and other control bytes.
     """
     if not isinstance(value, str):
         raise BadSampleError("non_text_caption", f"caption is a {type(value).__name__}, not a string: {value!r:.80}")
-    caption = value.strip()
-    if not caption:
-        raise BadSampleError("empty_caption", f"caption is empty: {value!r}")
+    caption = _strip_edges(value)
+    if all(_is_invisible(character) for character in caption):
+        raise BadSampleError("empty_caption", f"caption has no visible character: {value!r:.80}")
     return caption
 
 
