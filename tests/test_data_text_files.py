@@ -110,7 +110,7 @@ def test_csv_rows(tmp_path):
     assert [(row["line"], row["bad_reason"]) for row in read_caption_files([quotes], "image", "caption")] == [
         (2, "malformed_csv"),
         (3, None),
-        (4, "malformed_csv"),  # a quote never closed
+        (4, "unbalanced_quote"),  # a quote never closed
     ]
 
 

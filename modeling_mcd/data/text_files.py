@@ -8,12 +8,15 @@ of cleaned captions), `pair_id` (the first row that names the same image file), 
 a user can open), `split` (the row's split column, when it has one), and, for a row that cannot be used,
 `bad_reason`, `bad_column` and `bad_detail`.
 
-A problem of one row never stops the reading: bytes that are not UTF-8, a line that is not a JSON object, a CSV
-record with the wrong number of fields, an empty line, a missing or non-text value, an empty caption, a relative
-path that leaves the file's folder (unless `allow_paths_outside_data`), a missing or zero-byte image file. Each
-makes its row a bad row, which `image_text.ImageTextDataset` leaves out of the epoch before training (and names,
-counts and saves) or stops at (`on_bad_sample="raise"`). Only what makes a whole file unreadable raises
-`ValueError` here: a file that cannot be opened, a CSV header without the columns, columns found in no row.
+A problem of one row never stops the reading: bytes that are not UTF-8 or NUL characters, a line that is not a JSON
+object or gives a used key twice, a CSV record with the wrong number of fields, a quote that would swallow the rows
+after it (`csv_records`), an empty line, a missing or non-text value, a caption with no visible character, a
+relative path that leaves the file's folder (unless `allow_paths_outside_data`), a missing or zero-byte image file.
+Each makes its row a bad row, which `image_text.ImageTextDataset` leaves out of the epoch before training (and
+names, counts and saves) or stops at (`on_bad_sample="raise"`). Only what makes a whole file unreadable raises
+`ValueError` here: a file that cannot be opened or decoded, a CSV header without the columns or naming one twice,
+columns found in no row. A file without a row is named in a warning. UTF-16 and UTF-32 files, a byte order mark on
+every line and old Mac line ends (`\r`) are read as their text (`text_lines`).
 
 Everything is read into memory (about the size of the text itself); webdataset shards are the form for data too
 large for that.
@@ -21,19 +24,21 @@ large for that.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
-import re
 import stat
 from collections.abc import Iterator
 from typing import Any
 
 import datasets
+from transformers.utils import logging
 
 from ..pairs import PADDING_PAIR_ID
+from .csv_records import Record, csv_records
 from .decoding import BadSampleError, valid_captions, validate_caption
+from .text_lines import physical_lines, read_text, strip_line_end, text_problem, undecodable_bytes
+
+logger = logging.get_logger(__name__)
 
 TEXT_FILE_EXTENSIONS = (".jsonl", ".json", ".csv")
 #: The columns of the dataset `read_caption_files` returns.
@@ -50,97 +55,65 @@ FEATURES = datasets.Features(
         "split": datasets.Value("string"),
     }
 )
-# Undecodable bytes, kept as lone surrogates by the "surrogateescape" error handler.
-_BAD_BYTES = re.compile("[\udc80-\udcff]")
-
-Record = tuple[int | None, Any]  # (the line where the record starts, its fields as a dict or its BadSampleError)
 
 
-def _read_text(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as error:
-        raise ValueError(f"cannot read the caption file {path}: {error}") from error
-    # Bytes that are not UTF-8 become lone surrogates: each row that holds some is found and named by itself.
-    return data.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+class _Object(dict):
+    """A JSON object, and the keys it gives more than once (`json` keeps the last value silently)."""
+
+    repeated: tuple[str, ...] = ()
 
 
-def _undecodable(text: str, where: str) -> BadSampleError | None:
-    match = _BAD_BYTES.search(text)
-    if match is None:
-        return None
-    byte = ord(match.group()) - 0xDC00
-    return BadSampleError("bad_encoding", f"{where}: byte 0x{byte:02x} at character {match.start()} is not UTF-8")
+def _object(pairs: list[tuple[str, Any]]) -> _Object:
+    record = _Object(pairs)
+    if len(record) < len(pairs):
+        keys = [key for key, _ in pairs]
+        record.repeated = tuple(sorted({key for key in keys if keys.count(key) > 1}))
+    return record
 
 
-def _json_records(text: str, path: str) -> Iterator[Record]:
+def _json_record(value: Any, columns: tuple[str, ...]) -> dict | BadSampleError:
+    if not isinstance(value, dict):
+        return BadSampleError("malformed_json", f"a JSON {type(value).__name__}, not an object: {value!r:.80}")
+    repeated = [key for key in getattr(value, "repeated", ()) if key in columns]
+    if repeated:
+        return BadSampleError("malformed_json", f"the object gives the key {repeated[0]!r} twice: which value holds?")
+    return value
+
+
+def _json_records(text: str, path: str, columns: tuple[str, ...]) -> Iterator[Record]:
     """JSON Lines: one object a line. A `.json` file holding one JSON array gives its elements, without a line
     (they are named by their row)."""
     if path.lower().endswith(".json") and text.lstrip().startswith("["):
         try:
-            records = json.loads(text)
+            records = json.loads(text, object_pairs_hook=_object)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path} is neither JSON Lines nor a valid JSON array: {error}") from error
         for record in records:
-            yield None, record if isinstance(record, dict) else _not_an_object(record)
+            yield None, _json_record(record, columns)
         return
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the newline that ends the last line
-    for number, line in enumerate(lines, start=1):
-        line = line.removesuffix("\r")
+    for number, line in enumerate(physical_lines(text), start=1):
+        line = strip_line_end(line)
         if not line.strip():
             yield number, BadSampleError("empty_line", "an empty line")
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=_object)
         except json.JSONDecodeError as error:
-            yield number, _undecodable(line, "the line") or BadSampleError("malformed_json", f"not JSON: {error}")
+            problem = text_problem(line)
+            yield number, BadSampleError("bad_encoding", f"the line: {problem}") if problem else BadSampleError(
+                "malformed_json", f"not JSON: {error}"
+            )
             continue
-        yield number, record if isinstance(record, dict) else _not_an_object(record)
-
-
-def _not_an_object(value: Any) -> BadSampleError:
-    return BadSampleError("malformed_json", f"a JSON {type(value).__name__}, not an object: {value!r:.80}")
-
-
-def _csv_records(text: str, path: str, columns: tuple[str, str]) -> Iterator[Record]:
-    """CSV with a header; a record may span lines (quoted newlines), its line is the one it starts on."""
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)  # a stray quote is an error, not a new field
-    try:
-        header = next(reader)
-    except (StopIteration, csv.Error) as error:
-        raise ValueError(f"{path} has no readable CSV header: {error or 'the file is empty'}") from error
-    for column, argument in zip(columns, ("image_column", "caption_column")):
-        if column not in header:
-            raise ValueError(f"{argument}={column!r} is not a column of {path}; its columns are {sorted(header)}")
-    end = reader.line_num
-    while True:
-        start = end + 1
-        try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as error:
-            yield start, BadSampleError("malformed_csv", f"not CSV: {error}")
-            if reader.line_num == end:
-                return  # the reader cannot move on
-            end = reader.line_num
-            continue
-        end = reader.line_num
-        if not fields:
-            yield start, BadSampleError("empty_line", "an empty line")
-        elif len(fields) != len(header):
-            yield start, BadSampleError("wrong_field_count", f"{len(fields)} fields, the header has {len(header)}")
-        else:
-            yield start, dict(zip(header, fields))
+        yield number, _json_record(record, columns)
 
 
 def _caption(value: Any) -> str:
-    if isinstance(value, str) and (error := _undecodable(value, f"caption {value!r:.80}")):
-        raise error
-    return validate_caption(value)
+    if isinstance(value, str) and (problem := undecodable_bytes(value)):
+        raise BadSampleError("bad_encoding", f"caption {value!r:.80}: {problem}")
+    caption = validate_caption(value)  # a caption of NULs and zero-width characters only is empty
+    if problem := text_problem(caption):
+        raise BadSampleError("bad_encoding", f"caption {value!r:.80}: {problem}")
+    return caption
 
 
 class _ImagePaths:
@@ -156,8 +129,8 @@ class _ImagePaths:
             raise BadSampleError("missing_value", "no image path")
         if not isinstance(value, str):
             raise BadSampleError("non_text_path", f"the image path is a {type(value).__name__}: {value!r:.80}")
-        if error := _undecodable(value, f"image path {value!r:.80}"):
-            raise error
+        if problem := text_problem(value):  # os.stat refuses a NUL: a whole-run error if not caught here
+            raise BadSampleError("bad_encoding", f"image path {value!r:.80}: {problem}")
         # An absolute path is the file's explicit choice; a relative one stays inside the file's folder.
         full = os.path.normpath(os.path.join(self.base_dir, value))
         if not (
@@ -172,6 +145,10 @@ class _ImagePaths:
         if self.checked[full] is not None:
             raise self.checked[full]
         return full
+
+    def is_file(self, value: str) -> bool:
+        """Whether `value`, resolved like an image path, names an existing file."""
+        return os.path.isfile(os.path.join(self.base_dir, value))
 
 
 def _file_problem(path: str) -> BadSampleError | None:
@@ -209,16 +186,21 @@ def read_caption_files(
         `datasets.Dataset` with the columns of `FEATURES`; `bad_reason` is `None` on the rows that can be used.
 
     Raises:
-        ValueError: a file cannot be read, a CSV header lacks a column, or a column is found in no JSON row.
+        ValueError: a file cannot be read or decoded, a CSV header lacks a column or names one twice, or a column is
+            found in no JSON row.
     """
     columns = {name: [] for name in FEATURES}
     first_row_of: dict[str, int] = {}
+    used = tuple(name for name in (image_column, caption_column, split_column) if name is not None)
     for path in files:
-        text = _read_text(path)
-        is_csv = path.lower().endswith(".csv")
-        records = _csv_records(text, path, (image_column, caption_column)) if is_csv else _json_records(text, path)
+        text = read_text(path)
         images = _ImagePaths(path, allow_paths_outside_data)
+        if path.lower().endswith(".csv"):
+            records = csv_records(physical_lines(text), path, used, is_file=images.is_file)
+        else:
+            records = _json_records(text, path, used)
         seen_keys: set[str] = set()  # the columns of a JSON file's objects
+        rows_before = len(columns["file"])
         for line, record in records:
             image = caption = bad = row_split = None
             column = None
@@ -250,6 +232,8 @@ def read_caption_files(
                 ("split", row_split),
             ):
                 columns[name].append(value)
+        if len(columns["file"]) == rows_before:
+            logger.warning("%s holds no row: nothing of it is used", path)
         if seen_keys:
             for name, argument in ((image_column, "image_column"), (caption_column, "caption_column")):
                 if name not in seen_keys:
