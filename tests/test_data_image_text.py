@@ -134,12 +134,14 @@ def test_iterable_twin_has_the_same_policy(tmp_path):
 
 def test_a_streamed_caption_file_skips_its_bad_rows_as_it_meets_them(tmp_path):
     solid(0).save(tmp_path / "0.png")
-    lines = ['{"image": "0.png", "caption": "a cat"}', "{not json", '{"image": "0.png", "caption": "a dog"}']
+    lines = ['{"image": "0.png", "caption": "a cat"}', "{not json", '{"image": "0.png", "caption": "a dog"}', "[]"]
     (tmp_path / "c.jsonl").write_text("\n".join(lines))
     samples = list(image_text_dataset(load_image_text_dataset(str(tmp_path / "c.jsonl"), streaming=True), SIZE))
     assert [(sample["caption"], sample["pair_id"]) for sample in samples] == [("a cat", 0), ("a dog", 0)]
-    ((record,),) = samples[1]["skipped"].values()
-    assert (record["file"], record["line"], record["reason"]) == (str(tmp_path / "c.jsonl"), 2, "malformed_json")
+    # A row known bad from the file rides with the sample before it: the one after the last sample is counted too.
+    ((first,),), ((last,),) = (sample["skipped"].values() for sample in samples)
+    assert (first["file"], first["line"], first["reason"]) == (str(tmp_path / "c.jsonl"), 2, "malformed_json")
+    assert (last["line"], last["reason"]) == (4, "malformed_json")
 
 
 def test_records_survive_dataloader_workers(tmp_path, tokenizer):

@@ -135,3 +135,102 @@ def test_webdataset_shards(tmp_path, streaming):
     assert record["row"] == 3 and record["file"].endswith("shard-01.tar/0003.png") and record["column"] == "image"
     with pytest.raises(BadSampleError, match=r"not_an_image: row 3 \(.*shard-01.tar/0003.png\), column 'image'"):
         list(IterableImageTextDataset(dataset, SIZE, on_bad_sample="raise"))
+
+
+def cut(path, member: int, keep: float = 0.5) -> str:
+    """Cut the tar file at `path` inside the data of its `member`-th member (`keep` of it stays); returns the name."""
+    with tarfile.open(path) as tar:
+        info = tar.getmembers()[member]
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[: info.offset_data + int(info.size * keep)])
+    return info.name
+
+
+def two_shards(tmp_path) -> str:
+    """shard-00.tar holds samples 0-2 and shard-01.tar samples 3-4, each a png and a txt member."""
+    for shard, ks in enumerate(((0, 1, 2), (3, 4))):
+        members = []
+        for k in ks:
+            members += [(f"{k:04d}.png", encode(solid(k, size=(40, 30)))), (f"{k:04d}.txt", f"caption {k}".encode())]
+        write_shard(tmp_path / f"shard-{shard:02d}.tar", members)
+    return str(tmp_path / "shard-{00..01}.tar")
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_cut_shard_is_named_its_rest_skipped_and_the_next_shard_read(tmp_path, streaming):
+    source = two_shards(tmp_path)
+    member = cut(tmp_path / "shard-00.tar", 2)  # inside sample 1's png: sample 0 is whole
+    assert member == "0001.png"
+    rows = load_image_text_dataset(source, streaming=streaming, cache_dir=str(tmp_path / "cache"))
+    dataset = (IterableImageTextDataset if streaming else ImageTextDataset)(rows, SIZE)
+    samples = list(dataset) if streaming else [dataset[i] for i in range(len(dataset))]
+    assert [sample["caption"] for sample in samples] == ["caption 0", "caption 3", "caption 4"]
+    for k, sample in zip((0, 3, 4), samples):
+        assert torch.equal(sample["pixel_values"], expected_pixels(k))
+    if streaming:  # the shard's record rides with the sample before it
+        (record,) = samples[0]["skipped"]["truncated_shard"]
+    else:
+        (skipped,) = dataset.skipped_rows
+        record = skipped.as_dict()
+    assert record["reason"] == "truncated_shard" and record["file"].endswith("shard-00.tar")
+    assert "0001.png" in record["detail"] and "1 sample" in record["detail"]
+    with pytest.raises(BadSampleError, match=r"truncated_shard: .*shard-00.tar"):
+        raising = (IterableImageTextDataset if streaming else ImageTextDataset)(rows, SIZE, on_bad_sample="raise")
+        list(raising)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_first_shard_cut_before_its_first_sample_and_one_cut_between_members(tmp_path, streaming):
+    source = two_shards(tmp_path)
+    cut(tmp_path / "shard-00.tar", 0, keep=0.3)  # nothing whole is left: the columns come from shard-01
+    with tarfile.open(tmp_path / "shard-01.tar") as tar:
+        end = tar.getmembers()[-1]
+    with open(tmp_path / "shard-01.tar", "r+b") as f:  # no end-of-archive blocks: cut between two members
+        f.truncate(end.offset_data + 512 * ((end.size + 511) // 512))
+    rows = load_image_text_dataset(source, streaming=streaming, cache_dir=str(tmp_path / "cache"))
+    if streaming:
+        samples = list(IterableImageTextDataset(rows, SIZE))
+        # shard-00's record rides with the first sample; shard-01's, found after the last, with the last one.
+        records = [record for sample in samples for record in sample["skipped"].get("truncated_shard", [])]
+        assert [len(sample["skipped"]) for sample in samples] == [1, 1]
+    else:
+        dataset = ImageTextDataset(rows, SIZE)
+        samples = [dataset[i] for i in range(len(dataset))]
+        records = [record.as_dict() for record in dataset.skipped_rows]
+    assert [sample["caption"] for sample in samples] == ["caption 3", "caption 4"]
+    details = {record["file"].rsplit("/", 1)[-1]: record["detail"] for record in records}
+    assert set(details) == {"shard-00.tar", "shard-01.tar"} and "end-of-archive" in details["shard-01.tar"]
+    assert "0 samples" in details["shard-00.tar"] and "0000.png" in details["shard-00.tar"]
+
+
+def test_an_image_folder_trains_on_every_image_whatever_its_file_name(tmp_path):
+    """`datasets`' imagefolder reads `val`/`train`/`test` in a file name as a split and drops the other files."""
+    folder = tmp_path / "folder"
+    (folder / "sub").mkdir(parents=True)
+    names = ["COCO_val2014_000001.jpg", "train_x.jpg", "test-3.png", "plain.png", "sub/val_2.png"]
+    with open(folder / "metadata.jsonl", "w") as f:
+        for k, name in enumerate(names):
+            solid(k).save(folder / name)
+            f.write(json.dumps({"file_name": name, "text": f"caption {k}"}) + "\n")
+    (folder / "notes.txt").write_text("not an image")
+    dataset = load_image_text_dataset(str(folder), caption_column="text", cache_dir=str(tmp_path / "cache"))
+    assert sorted(dataset["caption"]) == [f"caption {k}" for k in range(len(names))]
+
+
+def test_an_image_folder_of_split_folders_gives_the_folder_of_the_split(tmp_path):
+    root = tmp_path / "root"
+    for split, ks in (("train", (0, 1)), ("validation", (2,))):
+        (root / split).mkdir(parents=True)
+        with open(root / split / "metadata.jsonl", "w") as f:
+            for k in ks:
+                solid(k).save(root / split / f"val_{k}.png")  # "val" in every name: the folder decides
+                f.write(json.dumps({"file_name": f"val_{k}.png", "text": f"caption {k}"}) + "\n")
+    load = lambda split: load_image_text_dataset(  # noqa: E731
+        str(root), split=split, caption_column="text", cache_dir=str(tmp_path / "cache")
+    )
+    assert sorted(load("train")["caption"]) == ["caption 0", "caption 1"]
+    assert load("validation")["caption"] == ["caption 2"]
+    with pytest.raises(ValueError, match=r"no folder of split 'test'.*\['train', 'validation'\]"):
+        load("test")

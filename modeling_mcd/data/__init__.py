@@ -7,7 +7,10 @@ Data flow (DESIGN.md, step 1), one module per step:
    files or webdataset `.tar` shards and returns a `datasets` dataset with two columns, `image` (kept
    undecoded: a path or a `{"bytes", "path"}` dict) and `caption` (a string or a list of strings).
    `text_files` reads caption files row by row: a bad row (bad encoding, malformed line, wrong field count, a
-   path outside the data folder, a missing file, ...) is recorded with its file and line, not a dead run.
+   stray CSV quote, a path outside the data folder, a missing file, ...) is recorded with its file and line, not a
+   dead run; `text_lines` decodes the files (UTF-8, UTF-16/32, BOMs, line ends) and `csv_records` reads CSV so
+   that a stray quote costs its own row only. `shards` reads webdataset shards so that a shard cut short gives its
+   whole samples and one bad row; `image_folder` lists an image folder's files so no file name is taken for a split.
 2. `decoding`: `SampleDecoder` decodes one row (`decode_image`), resizes it to a fixed base size as uint8
    (3, S, S) (`resize_center_crop`) and draws one caption (`select_caption`); every failure is a
    `BadSampleError` naming one of `BAD_SAMPLE_REASONS`.

@@ -190,7 +190,9 @@ class IterableImageTextDataset(_DecodedRows, torch.utils.data.IterableDataset):
     The streaming twin of `ImageTextDataset`, for `datasets.IterableDataset` sources (webdataset shards,
     streamed Hub datasets or caption files). Same samples and the same policy; a skipped row is simply not
     yielded (a stream has no fixed index to keep), and its record rides in the `skipped` dict of the next sample
-    yielded. Samples carry a `pair_id` only when the rows have one (caption files).
+    yielded; a row known to be bad before decoding (a caption file's, a cut shard's) rides with the sample before
+    it, so that one after the last sample is counted too. Samples carry a `pair_id` only when the rows have one
+    (caption files).
 
     Worker sharding is the source's job: a `datasets.IterableDataset` splits its shards across
     DataLoader workers by itself. The caption draw uses the position in this worker's stream as index.
@@ -214,20 +216,34 @@ class IterableImageTextDataset(_DecodedRows, torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         skipped: dict[str, list[dict[str, Any]]] = {}  # records since the last sample yielded
         in_a_row: Counter = Counter()
-        for position, row in enumerate(self.source):
-            sample = self._decode(row, position)
+        rows = enumerate(self.source)
+        following = None  # a row read after a sample to see whether it is known bad, not yet decoded
+        while (item := following or next(rows, None)) is not None:
+            following = None
+            sample = self._decode(item[1], item[0])
             if isinstance(sample, SkippedRow):
-                skipped.setdefault(sample.reason, []).append(sample.as_dict())
-                in_a_row[sample.reason] += 1
-                if sum(in_a_row.values()) >= self.decoder.max_consecutive_bad:
-                    count = sum(in_a_row.values())
-                    raise self.decoder.too_many_bad(count, f"sample {position - count + 1}", in_a_row)
+                self._count(sample, item[0], skipped, in_a_row)
                 continue
-            sample["skipped"] = skipped
-            skipped, in_a_row = {}, Counter()
+            sample["skipped"], skipped, in_a_row = skipped, {}, Counter()
+            # The rows known to be bad before decoding (a caption file's, a cut shard's) that follow ride with this
+            # sample: those after the stream's last sample are counted too. The first other row waits its turn.
+            for following in rows:
+                if not following[1].get("bad_reason"):
+                    break
+                self._count(self._decode(following[1], following[0]), following[0], sample["skipped"], in_a_row)
+            else:
+                following = None
             yield sample
         if skipped:
             logger.warning("the stream ended with %d skipped rows after its last sample", sum(in_a_row.values()))
+
+    def _count(self, record: SkippedRow, position: int, skipped: dict[str, list], in_a_row: Counter) -> None:
+        """Add a skipped row's record; raise when too many rows in a row are bad."""
+        skipped.setdefault(record.reason, []).append(record.as_dict())
+        in_a_row[record.reason] += 1
+        if sum(in_a_row.values()) >= self.decoder.max_consecutive_bad:
+            count = sum(in_a_row.values())
+            raise self.decoder.too_many_bad(count, f"sample {position - count + 1}", in_a_row)
 
 
 def image_text_dataset(

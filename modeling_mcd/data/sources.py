@@ -6,6 +6,10 @@ Data flow: `load_image_text_dataset(source)` -> a `datasets.Dataset` (or `Iterab
 `image` (kept undecoded: a path or a `{"bytes", "path"}` dict) and `caption` (a string or a list of strings).
 Caption files (`.jsonl`/`.json`/`.csv`) are read row by row by `text_files.read_caption_files`, whose rows also say
 where they come from (`file`, `line`), which image they show (`pair_id`) and what is wrong with them (`bad_*`).
+Webdataset shards are read by `shards.load_shards`: a shard cut short gives its whole samples and one bad row
+(`truncated_shard`, with `file`, `bad_reason`, `bad_column` and `bad_detail` columns like a caption file's rows),
+and the next shard is read. An image folder is read as exactly its files (`image_folder.image_folder_files`): `datasets` would take
+`val`/`train`/`test` in a file name (`COCO_val2014_000001.jpg`) for a split and leave the file out.
 Decoding happens one sample at a time later (`decoding.decode_image`, called by the datasets of `image_text`),
 where the bad-sample policy can see what failed.
 """
@@ -18,11 +22,14 @@ import os
 import re
 from collections import Counter
 from collections.abc import Sequence
+from itertools import islice
 from typing import Any
 
 import datasets
 from transformers.utils import logging
 
+from .image_folder import image_folder_files
+from .shards import PROBLEM_COLUMN, load_shards
 from .text_files import TEXT_FILE_EXTENSIONS, read_caption_files
 
 logger = logging.get_logger(__name__)
@@ -30,6 +37,9 @@ logger = logging.get_logger(__name__)
 WEBDATASET_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 WEBDATASET_CAPTION_KEYS = ("txt",)
 LOCAL_EXTENSIONS = (*TEXT_FILE_EXTENSIONS, ".tar")
+#: The columns of a webdataset row besides `image` and `caption`: a cut shard's row says what is wrong, as the bad
+#: rows of a caption file do; they are `None` on every sample.
+SHARD_ROW_COLUMNS = ("file", "bad_reason", "bad_column", "bad_detail")
 
 
 def expand_braces(pattern: str) -> list[str]:
@@ -89,27 +99,38 @@ def lazy_images(
 
 
 def _normalise_columns(
-    dataset: datasets.Dataset | datasets.IterableDataset, image_column: str, caption_column: str, source: str
+    dataset: datasets.Dataset | datasets.IterableDataset,
+    image_column: str,
+    caption_column: str,
+    source: str,
+    extra: Sequence[str] = (),
 ) -> datasets.Dataset | datasets.IterableDataset:
-    """Keep `image_column` and `caption_column` only, renamed to `image` and `caption`."""
+    """Keep `image_column` and `caption_column`, renamed to `image` and `caption`, and the `extra` columns."""
     columns = _column_names(dataset)
     _require_column(columns, image_column, "image_column", source)
     _require_column(columns, caption_column, "caption_column", source)
-    dataset = dataset.select_columns([image_column, caption_column])
+    dataset = dataset.select_columns([image_column, caption_column, *extra])
     for old, new in ((image_column, "image"), (caption_column, "caption")):
         if old != new:
             dataset = dataset.rename_column(old, new)
     return lazy_images(dataset)
 
 
-def _webdataset_image(example: dict[str, Any], image_keys: Sequence[str]) -> dict[str, Any]:
+def _shard_row(example: dict[str, Any], image_keys: Sequence[str]) -> dict[str, Any]:
+    """`image` (a `{"bytes", "path"}` dict naming the shard) and `SHARD_ROW_COLUMNS` of one webdataset row."""
+    problem = example.get(PROBLEM_COLUMN)
+    row = {"image": None, "file": None, "bad_reason": None, "bad_column": None, "bad_detail": None}
+    if problem is not None:  # the row of a shard cut short (`shards`)
+        return {**row, "file": example["__url__"], "bad_reason": "truncated_shard", "bad_detail": problem}
     # A shard may mix extensions: each sample holds one image key, the others are None.
     for key in image_keys:
         value = example[key]
-        if value is not None:
+        if isinstance(value, dict):
             # Name the shard in the path so that bad-sample messages point at the right tar file.
-            return {"image": {"bytes": value["bytes"], "path": f"{example['__url__']}/{value['path']}"}}
-    return {"image": None}
+            return {**row, "image": {"bytes": value["bytes"], "path": f"{example['__url__']}/{value['path']}"}}
+        if value is not None:
+            return {**row, "image": value}
+    return row
 
 
 def _load_webdataset(
@@ -122,7 +143,7 @@ def _load_webdataset(
     pick: dict[str, Any],
     **kwargs,
 ) -> datasets.Dataset | datasets.IterableDataset:
-    dataset = datasets.load_dataset("webdataset", data_files={split: files}, split=split, streaming=streaming, **kwargs)
+    dataset = load_shards(files, split, streaming, **kwargs)
     columns = _column_names(dataset)
     if image_column == "image" and "image" not in columns:
         image_keys = [key for key in WEBDATASET_IMAGE_KEYS if key in columns]
@@ -131,14 +152,18 @@ def _load_webdataset(
                 f"no image in the webdataset shards {source!r}: expected one of {WEBDATASET_IMAGE_KEYS} "
                 f"(or pass image_column); the shards hold {sorted(columns)}"
             )
-        for key in image_keys:
+    else:
+        _require_column(columns, image_column, "image_column", source)
+        image_keys = [image_column]
+    for key in image_keys:
+        if isinstance(dataset.features[key], datasets.Image):
             dataset = dataset.cast_column(key, datasets.Image(decode=False))
-        dataset = dataset.map(_webdataset_image, fn_kwargs={"image_keys": image_keys})
+    dataset = dataset.map(_shard_row, fn_kwargs={"image_keys": image_keys})
     if caption_column == "caption" and "caption" not in columns:
         caption_column = next((key for key in WEBDATASET_CAPTION_KEYS if key in columns), caption_column)
     # After the image casts: a filtered stream no longer knows its features.
     dataset = select_split(dataset, unlabelled_split=split, **pick)
-    return _normalise_columns(dataset, image_column, caption_column, source)
+    return _normalise_columns(dataset, "image", caption_column, source, extra=SHARD_ROW_COLUMNS)
 
 
 def _split_value(value: Any) -> str | None:
@@ -157,7 +182,8 @@ def _with_split_column(
     if split_column in columns:
         return dataset, split_column
     if "json" in columns:
-        first = next(iter(dataset))["json"]
+        # The first sample's: a cut shard's row, first when the first shard is cut early, has no member at all.
+        first = next((row["json"] for row in islice(dataset, 1000) if row["json"] is not None), None)
         if isinstance(first, (bytes, str)):
             first = json.loads(first)
         if isinstance(first, dict) and split_column in first:
@@ -250,14 +276,17 @@ def load_image_text_dataset(
         source (`str`):
             One of
             - a local `imagefolder` directory with a `metadata.jsonl`/`metadata.csv` (`file_name` +
-              caption columns);
+              caption columns): every image below it, whatever its name, or below the folder of `split` when its
+              first-level folders name splits (`train/`, `validation/`/`val/`, `test/`);
             - `.jsonl`/`.json`/`.csv` files (a path, a glob or a brace list) whose `image_column` holds
               image paths, relative to the directory of the file that names them, or absolute. They are read row
               by row (`text_files.read_caption_files`): a bad row is a row to skip, not a dead file, and the
               dataset has the columns `pair_id`, `file`, `line` and `bad_reason`/`bad_column`/`bad_detail` too;
             - webdataset `.tar` shards (a path, a glob or a brace list such as `"data/{000..099}.tar"`)
               with `jpg`/`jpeg`/`png`/`webp` + `txt` members per sample (used when `image_column` /
-              `caption_column` are left at their defaults);
+              `caption_column` are left at their defaults). A shard cut short gives the samples before the cut and
+              one bad row (`truncated_shard`, naming the shard), and the next shard is read; the dataset also has
+              the columns `file` and `bad_reason`/`bad_column`/`bad_detail`;
             - otherwise, a dataset on the Hub, opened with `datasets.load_dataset(source, split=...)`.
         split (`str`, *optional*, defaults to `"train"`): the split to load. Where the rows name their split in
             `split_column` (a caption file's `split` field, an image folder's metadata, a Hub dataset's column, a
@@ -283,7 +312,8 @@ def load_image_text_dataset(
     """
     pick = {"split": split, "split_column": split_column, "source": source}
     if os.path.isdir(source):
-        dataset = datasets.load_dataset("imagefolder", data_dir=source, split=split, streaming=streaming, **kwargs)
+        data_files = {split.split("[")[0]: image_folder_files(source, split)}  # "train[:10%]" slices "train"
+        dataset = datasets.load_dataset("imagefolder", data_files=data_files, split=split, streaming=streaming, **kwargs)
         dataset = select_split(dataset, unlabelled_split=split, **pick)
         return _normalise_columns(dataset, image_column, caption_column, source)
     files = _local_files(source)
