@@ -161,3 +161,65 @@ def test_shared_flickr8k_test_split():
     assert len(data.images) == 1000 and len(data.captions) == 5000
     assert torch.equal(torch.bincount(data.text_to_image), torch.full((1000,), 5))
     assert data.images[0].size == (64, 64)
+
+
+def write_captions(folder, rows) -> None:
+    (folder / "images").mkdir(exist_ok=True)
+    for name in ("a", "b", "c"):
+        Image.new("RGB", (6, 4)).save(folder / "images" / f"{name}.png")
+    (folder / "captions.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def test_a_path_leaving_the_caption_files_folder_is_refused_naming_the_line(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.new("RGB", (6, 4)).save(tmp_path / "outside.png")
+    rows = [{"file_name": "images/a.png", "text": "one"}, {"file_name": "../outside.png", "text": "two"}]
+    write_captions(data, rows)
+    with pytest.raises(ValueError, match=r"captions.jsonl:2: path_outside_data: '\.\./outside\.png' leaves the"):
+        load_captioned_images(data, split=None)
+    rows[1]["file_name"] = str(tmp_path / "outside.png")  # absolute: the file's explicit choice
+    write_captions(data, rows)
+    assert load_captioned_images(data, split=None).images.paths[1] == tmp_path / "outside.png"
+
+
+def test_fewer_than_two_images_is_no_retrieval_task(tmp_path):
+    write_captions(tmp_path, [{"file_name": "images/a.png", "captions": ["one", "two"]}])
+    with pytest.raises(ValueError, match=r"1 image .* at least 2 images"):
+        load_captioned_images(tmp_path, split=None)
+
+
+def test_one_image_under_two_spellings_is_one_image(tmp_path):
+    rows = [
+        {"file_name": "images/a.png", "text": "one"},
+        {"file_name": "./images/a.png", "text": "two"},  # the same file: its captions are not negatives
+        {"file_name": "images/../images/b.png", "text": "three"},
+    ]
+    write_captions(tmp_path, rows)
+    data = load_captioned_images(tmp_path, split=None)
+    assert len(data.images) == 2 and data.text_to_image.tolist() == [0, 0, 1]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b'["images/a.png", "one"]', r"captions.jsonl:2 is not a JSON object"),
+        (b'{"file_name": "images/a.png", "text": "\\u200b\\u00ad"}', r"captions.jsonl:2: .*empty_caption"),
+        (b'{"file_name": "images/gone.png", "text": "one"}', r"captions.jsonl:2: missing_file: no such file: .*gone"),
+        (b'{"file_name": "images/a.png", "text": "caf\xe9"}', r"captions.jsonl:2: byte 0xe9 .* not UTF-8"),
+    ],
+)
+def test_a_bad_line_of_a_caption_file_is_named(tmp_path, line, message):
+    write_captions(tmp_path, [{"file_name": "images/b.png", "text": "fine"}])
+    with open(tmp_path / "captions.jsonl", "ab") as f:
+        f.write(line + b"\n")
+    with pytest.raises(ValueError, match=message):
+        load_captioned_images(tmp_path, split=None)
+
+
+def test_a_utf16_caption_file_is_read(tmp_path):
+    write_captions(tmp_path, [])
+    rows = [{"file_name": "images/a.png", "text": "caf\u00e9"}, {"file_name": "images/b.png", "text": "two"}]
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    (tmp_path / "captions.jsonl").write_bytes(text.encode("utf-16"))
+    assert load_captioned_images(tmp_path, split=None).captions == ["caf\u00e9", "two"]

@@ -247,3 +247,59 @@ def test_templates():
         load_prompts("no-such-set")
     with pytest.raises(ValueError, match="exactly one"):
         build_zero_shot_classifier(None, None, ["cat"], ["a photo"])
+
+
+def test_fewer_than_two_classes_or_images_is_no_task(tmp_path):
+    """Top-1 over one class is 100 % whatever the model: no chance level to compare with."""
+    (tmp_path / "one" / "cat").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (5, 5), (i, 0, 0)).save(tmp_path / "one" / "cat" / f"{i}.png")
+    with pytest.raises(ValueError, match=r"1 class\(es\): a task needs at least 2 classes"):
+        load_labelled_images(tmp_path / "one")
+    (tmp_path / "two" / "cat").mkdir(parents=True)
+    (tmp_path / "two" / "dog").mkdir(parents=True)
+    Image.new("RGB", (5, 5)).save(tmp_path / "two" / "cat" / "0.png")
+    (tmp_path / "two" / "dog" / "0.png").write_bytes(b"not a png")  # skipped: one image is left
+    with pytest.raises(ValueError, match=r"only 1 image\(s\) can be used \(1 unreadable left out\)"):
+        load_labelled_images(tmp_path / "two")
+    import datasets
+
+    single = datasets.Dataset.from_dict(
+        {"image": [Image.new("RGB", (5, 5))] * 3, "label": [0, 0, 0]},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["cat"])}),
+    )
+    with pytest.raises(ValueError, match=r"1 class\(es\): a task needs at least 2 classes"):
+        load_labelled_images(single)
+
+
+def test_an_extreme_aspect_ratio_is_cropped_before_the_resize(tmp_path):
+    """A 1,000,000 x 1 image resized to a 224 shortest edge would need 224,000,000 x 224 pixels."""
+    from transformers import CLIPImageProcessor
+
+    for name in ("wide", "square"):
+        (tmp_path / name).mkdir()
+    Image.new("RGB", (1_000_000, 1), (200, 10, 10)).save(tmp_path / "wide" / "line.png")
+    Image.new("RGB", (4, 1_000), (10, 200, 10)).save(tmp_path / "wide" / "tall.png")
+    Image.new("RGB", (30, 20), (10, 10, 200)).save(tmp_path / "square" / "0.png")
+    data = load_labelled_images(tmp_path)
+    assert len(data.images) == 3 and data.skipped == []
+    sizes = [data.images[i].size for i in range(3)]
+    assert all(max(size) <= 4 * min(size) for size in sizes), sizes  # checked before any resize runs
+    assert sizes[0] == (30, 20)  # an ordinary image (class "square" sorts first) is untouched
+    processor = CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
+    pixels = processor([data.images[i] for i in range(3)], return_tensors="pt")["pixel_values"]
+    assert pixels.shape == (3, 3, 224, 224)
+
+
+def test_a_decompression_bomb_in_an_evaluation_folder_is_skipped_and_named(tmp_path):
+    from _bad_corpus import png_bomb
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (5, 5)).save(tmp_path / name / "0.png")
+    # 81 million pixels: under PIL's own guard (89 million), over the 67 million training refuses.
+    (tmp_path / "a" / "bomb.png").write_bytes(png_bomb(9_000, 9_000))
+    data = load_labelled_images(tmp_path)
+    assert len(data.images) == 2 and len(data.skipped) == 1 and "decompression_bomb" in data.skipped[0]
+    with pytest.raises(ValueError, match="decompression_bomb"):
+        load_labelled_images(tmp_path, on_bad_image="raise")

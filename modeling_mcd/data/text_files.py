@@ -107,6 +107,31 @@ def _json_records(text: str, path: str, columns: tuple[str, ...]) -> Iterator[Re
         yield number, _json_record(record, columns)
 
 
+def read_json_lines(path: str) -> list[tuple[int, dict]]:
+    r"""
+    The JSON objects of a JSON Lines file with their 1-based lines, blank lines left out, for readers that stop at
+    the first bad line (an evaluation set) rather than skip it. Decoded as `read_caption_files` decodes.
+
+    Raises:
+        ValueError: naming the file and line: bytes that are not text, a line that is not JSON or not an object.
+    """
+    rows = []
+    for number, line in enumerate(physical_lines(read_text(path)), start=1):
+        line = strip_line_end(line)
+        if not line.strip():
+            continue
+        if problem := text_problem(line):
+            raise ValueError(f"{path}:{number}: {problem}")
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number} is not valid JSON: {error}") from error
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{number} is not a JSON object: {row!r:.80}")
+        rows.append((number, row))
+    return rows
+
+
 def _caption(value: Any) -> str:
     if isinstance(value, str) and (problem := undecodable_bytes(value)):
         raise BadSampleError("bad_encoding", f"caption {value!r:.80}: {problem}")
@@ -116,30 +141,46 @@ def _caption(value: Any) -> str:
     return caption
 
 
-class _ImagePaths:
-    """Resolves the image paths of one caption file and checks that each names a non-empty file (once a path)."""
+def leaves_folder(base_dir: str, value: str) -> bool:
+    """Whether the relative path `value` leads out of `base_dir` (checked on the path's text, not the disk); an
+    absolute path never does: it is the file's explicit choice."""
+    full = os.path.normpath(os.path.join(base_dir, value))
+    return not os.path.isabs(value) and os.path.commonpath([base_dir, full]) != base_dir
 
-    def __init__(self, path: str, allow_outside: bool):
-        self.base_dir = os.path.dirname(os.path.abspath(path))
-        self.allow_outside = allow_outside
+
+class ImagePaths:
+    r"""
+    Resolves the image paths of one caption file and checks that each names a non-empty file (once a path).
+
+    Args:
+        base_dir (`str`): the caption file's folder (absolute); relative paths are resolved against it.
+        allow_outside (`bool`): accept relative paths that leave `base_dir` (`../x.jpg`).
+        hint (`str`, *optional*): added to the message of a path leaving the folder: how to allow it.
+    """
+
+    def __init__(self, base_dir: str, allow_outside: bool, hint: str = " (--allow_paths_outside_data)"):
+        self.base_dir = base_dir
+        self.allow_outside, self.hint = allow_outside, hint
         self.checked: dict[str, BadSampleError | None] = {}
 
     def resolve(self, value: Any) -> str:
+        """The absolute, normalised path of the image path `value`.
+
+        Raises:
+            BadSampleError: `missing_value`, `non_text_path`, `bad_encoding`, `path_outside_data`, `missing_file`
+                or `empty_file`.
+        """
         if value is None or value == "":
             raise BadSampleError("missing_value", "no image path")
         if not isinstance(value, str):
             raise BadSampleError("non_text_path", f"the image path is a {type(value).__name__}: {value!r:.80}")
         if problem := text_problem(value):  # os.stat refuses a NUL: a whole-run error if not caught here
             raise BadSampleError("bad_encoding", f"image path {value!r:.80}: {problem}")
-        # An absolute path is the file's explicit choice; a relative one stays inside the file's folder.
-        full = os.path.normpath(os.path.join(self.base_dir, value))
-        if not (
-            os.path.isabs(value) or self.allow_outside or os.path.commonpath([self.base_dir, full]) == self.base_dir
-        ):
+        if not self.allow_outside and leaves_folder(self.base_dir, value):
             raise BadSampleError(
-                "path_outside_data",
-                f"{value!r} leaves the folder of the caption file, {self.base_dir} (--allow_paths_outside_data)",
+                "path_outside_data", f"{value!r} leaves the folder of the caption file, {self.base_dir}{self.hint}"
             )
+        full = os.path.normpath(os.path.join(self.base_dir, value))
         if full not in self.checked:
             self.checked[full] = _file_problem(full)
         if self.checked[full] is not None:
@@ -194,7 +235,7 @@ def read_caption_files(
     used = tuple(name for name in (image_column, caption_column, split_column) if name is not None)
     for path in files:
         text = read_text(path)
-        images = _ImagePaths(path, allow_paths_outside_data)
+        images = ImagePaths(os.path.dirname(os.path.abspath(path)), allow_paths_outside_data)
         if path.lower().endswith(".csv"):
             records = csv_records(physical_lines(text), path, used, is_file=images.is_file)
         else:
@@ -243,4 +284,4 @@ def read_caption_files(
     return datasets.Dataset.from_dict(columns, features=FEATURES)
 
 
-__all__ = ["FEATURES", "TEXT_FILE_EXTENSIONS", "read_caption_files"]
+__all__ = ["FEATURES", "TEXT_FILE_EXTENSIONS", "ImagePaths", "leaves_folder", "read_caption_files", "read_json_lines"]

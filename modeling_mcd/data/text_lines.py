@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import io
 import re
+from pathlib import Path
 
 # Undecodable bytes, kept as lone surrogates by the "surrogateescape" error handler.
 _BAD_BYTES = re.compile("[\udc80-\udcff]")
@@ -66,13 +67,13 @@ def decode_text(data: bytes, path: str) -> str:
         return data[start:].decode(encoding)
     except UnicodeDecodeError as error:
         line = data[start : start + error.start].decode(encoding, errors="replace").count("\n") + 1
-        raise ValueError(f"{path} is {encoding.upper()} text, but line {line} holds bytes that are not: {error}") from None
+        raise ValueError(f"{path} is {encoding.upper()} text, but its line {line} is not: {error}") from None
 
 
 def read_text(path: str) -> str:
     """The text of the file at `path` (`decode_text`); a file that cannot be opened is a `ValueError` naming it."""
     try:
-        with open(path, "rb") as f:
+        with Path(path).open("rb") as f:
             data = f.read()
     except OSError as error:
         raise ValueError(f"cannot read the caption file {path}: {error}") from error

@@ -2,10 +2,14 @@
 """Evaluation data from disk: labelled images, captioned images, SugarCrepe pairs.
 
 Images stay on disk until the encoder asks for them ([`LazyImages`]), decoded as training decodes them
-(`modeling_mcd.data.decode_image`). A labelled image folder is read as exactly its files ([`read_class_folder`]):
-class = first-level subfolder, every image file below it counted, no split inference (`datasets`' `imagefolder`
-builder kept 134 of 1,000 ImageNet validation images named `ILSVRC2012_val_*.JPEG`, taking "val" for a split);
-each image is decoded once up front, so a corrupt one is skipped and named (or raises) before any encoding.
+(`modeling_mcd.data.decode_image`, its pixel limit included) and centre-cropped to at most 4:1 before an image
+processor resizes their shortest edge (a 1,000,000 x 1 strip would become 224,000,000 x 224). A labelled image folder
+is read as exactly its files ([`read_class_folder`]): class = first-level subfolder, every image below it, no split
+inference (`datasets`' `imagefolder` kept 134 of 1,000 ImageNet validation images named `ILSVRC2012_val_*.JPEG`,
+taking "val" for a split); each image is decoded once up front, so a corrupt one or a decompression bomb is skipped
+and named (or raises) before any encoding. A caption file follows training's rules (`data.text_files`: encodings,
+relative paths inside its folder, visible captions), each bad line a `ValueError` naming it. A task needs 2 classes
+and 2 images: with one, every prediction is right and there is no chance level.
 """
 
 from __future__ import annotations
@@ -27,12 +31,21 @@ ON_BAD_IMAGE_CHOICES = ("skip", "raise")
 
 
 def _decode(path: Path) -> Image.Image:
-    from ..data.decoding import decode_image
+    from ..data.decoding import DEFAULT_MAX_PIXELS, crop_to_aspect_ratio, decode_image
 
     try:
-        return decode_image(path, max_pixels=None)
+        return crop_to_aspect_ratio(decode_image(path, max_pixels=DEFAULT_MAX_PIXELS))
     except ValueError as error:  # a BadSampleError: its reason, and the file
         raise ValueError(f"cannot read image {path}: {error}") from error
+
+
+def _require_a_task(source, classes: int, images: int, skipped: int = 0) -> None:
+    """Refuse data that makes no task: fewer than 2 classes or fewer than 2 images."""
+    if classes < 2:
+        raise ValueError(f"{source} holds {classes} class(es): a task needs at least 2 classes (else no chance level)")
+    if images < 2:
+        left_out = f" ({skipped} unreadable left out)" if skipped else ""
+        raise ValueError(f"{source}: only {images} image(s) can be used{left_out}: a task needs at least 2 images")
 
 
 class LazyImages(Sequence):
@@ -135,7 +148,8 @@ def read_class_folder(folder: str | Path, on_bad_image: str = "skip") -> Labelle
 
     Raises:
         ValueError: no class folder, images outside the class folders, no image at all, a folder of split
-            folders (`train/`, `test/`, ...), or (with `"raise"`) an unreadable image.
+            folders (`train/`, `test/`, ...), fewer than 2 classes or 2 usable images, or (with `"raise"`) an
+            unreadable image.
     """
     if on_bad_image not in ON_BAD_IMAGE_CHOICES:
         raise ValueError(f"on_bad_image must be one of {ON_BAD_IMAGE_CHOICES}, got {on_bad_image!r}")
@@ -161,22 +175,24 @@ def read_class_folder(folder: str | Path, on_bad_image: str = "skip") -> Labelle
                     labels.append(label)
     if not paths:
         raise ValueError(f"no images in {folder}: expected <class>/<image> files ({len(classes)} class folders)")
+    _require_a_task(folder, len(classes), len(paths))  # before decoding them all
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         errors = list(pool.map(_image_problem, paths))
     bad = [f"{path}: {error}" for path, error in zip(paths, errors) if error is not None]
     if bad and on_bad_image == "raise":
         raise ValueError(f"cannot read image {bad[0]} (--on-bad-image skip leaves unreadable images out)")
     keep = [i for i, error in enumerate(errors) if error is None]
+    _require_a_task(folder, len(classes), len(keep), skipped=len(bad))
     images = LazyImages([paths[i] for i in keep])
     return LabelledImages(images, torch.tensor([labels[i] for i in keep], dtype=torch.long), classes, len(classes), bad)
 
 
 def _image_problem(path: Path) -> str | None:
     """Why the image at `path` cannot be decoded (`"reason (detail)"`), or `None`."""
-    from ..data.decoding import BadSampleError, decode_image
+    from ..data.decoding import DEFAULT_MAX_PIXELS, BadSampleError, decode_image
 
     try:
-        decode_image(path, max_pixels=None, draft_size=32)
+        decode_image(path, max_pixels=DEFAULT_MAX_PIXELS, draft_size=32)
     except BadSampleError as error:
         return f"{error.reason} ({error.detail.removeprefix(f'{path}: ')})"
     return None
@@ -205,6 +221,10 @@ def load_labelled_images(
     Returns:
         [`LabelledImages`]; `classnames` come from `classnames.json` (see [`read_classnames`]), else from
         the class folders or the label column's `ClassLabel` names, else `None`.
+
+    Raises:
+        ValueError: see [`read_class_folder`]; fewer than 2 classes (the `ClassLabel` names, else the distinct
+            labels) or 2 images.
     """
     import datasets
 
@@ -232,6 +252,7 @@ def load_labelled_images(
     classnames = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
     labels = torch.as_tensor(list(data[label_column]), dtype=torch.long)  # (N,)
     num_classes = len(classnames) if classnames is not None else None
+    _require_a_task("the data", num_classes if num_classes is not None else len(labels.unique()), len(labels))
     return LabelledImages(images=data[image_column], labels=labels, classnames=classnames, num_classes=num_classes)
 
 
@@ -251,11 +272,12 @@ def load_captioned_images(
     r"""
     Read image–caption data from a JSON-lines file, or a folder holding `captions.jsonl`.
 
-    Each line has `file_name` (relative to the file's folder) and either `captions` (a list) or `text` /
-    `caption` (one string; lines repeating a `file_name` add captions to it). With `split`, only lines
-    whose `split_column` field equals it are kept; in a file where some lines name a split, a line naming none is a
-    training line (the training loader's rule), and a file where no line names one is evaluated whole. This reads the
-    `shared/data/flickr8k` layout and the `imagefolder` `metadata.jsonl` form.
+    Each line has `file_name` (relative to the file's folder, which it may not leave, or absolute) and either
+    `captions` (a list) or `text` / `caption` (one string; lines naming the same image file, however the path is
+    spelled, add captions to it). With `split`, only lines whose `split_column` field equals it are kept; in a file
+    where some lines name a split, a line naming none is a training line (the training loader's rule), and a file
+    where no line names one is evaluated whole. This reads the `shared/data/flickr8k` layout and the `imagefolder`
+    `metadata.jsonl` form. The file is decoded as training decodes caption files (UTF-8, UTF-16, BOMs).
 
     Args:
         path (`str` or `Path`): the `.jsonl` file or its folder.
@@ -263,25 +285,26 @@ def load_captioned_images(
         split_column (`str`, *optional*, defaults to `"split"`): the field naming a line's split.
 
     Returns:
-        [`CaptionedImages`]
+        [`CaptionedImages`], its images as absolute paths.
+
+    Raises:
+        ValueError: naming the file and line: bytes that are not text, a line that is not a JSON object, no
+            `file_name` or captions, a caption with no visible character, a path leaving the folder, a missing or
+            empty image file; or fewer than 2 images.
     """
+    from ..data.decoding import BadSampleError, validate_caption
+    from ..data.text_files import ImagePaths, read_json_lines
+
     path = Path(path)
     if path.is_dir():
         path = path / "captions.jsonl"
     if not path.is_file():
         raise ValueError(f"caption file {path} does not exist")
-    rows = []
-    with path.open(encoding="utf-8") as lines:
-        for line_number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((line_number, json.loads(line)))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{line_number} is not valid JSON: {error}") from error
+    rows = read_json_lines(str(path))
     if split is not None and split_column is not None:
         if any(row.get(split_column) not in (None, "") for _, row in rows):
             rows = [(number, row) for number, row in rows if (row.get(split_column) or "train") == split]
+    image_paths = ImagePaths(str(path.parent.absolute()), allow_outside=False, hint="; give an absolute path to use it")
     captions_by_file: dict[str, list[str]] = {}
     for line_number, row in rows:
         if "file_name" not in row:
@@ -290,15 +313,26 @@ def load_captioned_images(
         captions = [captions] if isinstance(captions, str) else captions
         if not captions or not all(isinstance(caption, str) for caption in captions):
             raise ValueError(f"{path}:{line_number} needs 'captions' (list of str) or 'text' (str)")
-        captions_by_file.setdefault(row["file_name"], []).extend(captions)
+        try:
+            captions = [validate_caption(caption) for caption in captions]
+            image = image_paths.resolve(row["file_name"])
+        except BadSampleError as error:
+            raise ValueError(f"{path}:{line_number}: {error}") from error
+        captions_by_file.setdefault(image, []).extend(captions)
     if not captions_by_file:
         raise ValueError(f"{path} has no rows" + (f" with split {split!r}" if split is not None else ""))
+    if len(captions_by_file) < 2:
+        count = sum(map(len, captions_by_file.values()))
+        raise ValueError(
+            f"{path} holds 1 image (with {count} caption{'' if count == 1 else 's'}): retrieval needs at least 2 "
+            "images (with 1, every caption finds it and there is no chance level)"
+        )
     file_names = list(captions_by_file)
     captions = [caption for name in file_names for caption in captions_by_file[name]]
     text_to_image = torch.repeat_interleave(
         torch.arange(len(file_names)), torch.tensor([len(captions_by_file[name]) for name in file_names])
     )
-    return CaptionedImages(LazyImages([path.parent / name for name in file_names]), captions, text_to_image)
+    return CaptionedImages(LazyImages(file_names), captions, text_to_image)
 
 
 # -------------------------------------------------------------------------------------- SugarCrepe
@@ -325,6 +359,8 @@ def load_sugarcrepe(annotations: str | Path, image_dir: str | Path) -> Compositi
     Returns:
         [`CompositionalityPairs`]; the category is the file's stem.
     """
+    from ..data.text_files import leaves_folder
+
     annotations, image_dir = Path(annotations), Path(image_dir)
     files = sorted(annotations.glob("*.json")) if annotations.is_dir() else [annotations]
     if not files or not all(file.is_file() for file in files):
@@ -342,6 +378,11 @@ def load_sugarcrepe(annotations: str | Path, image_dir: str | Path) -> Compositi
             missing = [key for key in ("filename", "caption", "negative_caption") if key not in sample]
             if missing:
                 raise ValueError(f"{file}, sample {sample_id!r}: missing {missing}")
+            if leaves_folder(str(image_dir.absolute()), str(sample["filename"])):
+                raise ValueError(
+                    f"{file}, sample {sample_id!r}: {sample['filename']!r} leaves the image folder {image_dir}; "
+                    "give an absolute path to use it"
+                )
             image_path = image_dir / sample["filename"]
             if not image_path.is_file():
                 raise ValueError(f"{file}, sample {sample_id!r}: image {image_path} does not exist")
