@@ -146,7 +146,7 @@ class TolerantWebDataset(WebDataset):
                 yield Key(index, key.item_or_batch_id), example
             if members.problem is not None:
                 row = dict.fromkeys(self.info.features)
-                row.update({"__key__": f"{os.path.basename(path)}:cut", "__url__": path, PROBLEM_COLUMN: members.problem})
+                row.update(__key__=f"{os.path.basename(path)}:cut", __url__=path, **{PROBLEM_COLUMN: members.problem})
                 yield Key(index, count), row
 
 

@@ -8,8 +8,9 @@ Caption files (`.jsonl`/`.json`/`.csv`) are read row by row by `text_files.read_
 where they come from (`file`, `line`), which image they show (`pair_id`) and what is wrong with them (`bad_*`).
 Webdataset shards are read by `shards.load_shards`: a shard cut short gives its whole samples and one bad row
 (`truncated_shard`, with `file`, `bad_reason`, `bad_column` and `bad_detail` columns like a caption file's rows),
-and the next shard is read. An image folder is read as exactly its files (`image_folder.image_folder_files`): `datasets` would take
-`val`/`train`/`test` in a file name (`COCO_val2014_000001.jpg`) for a split and leave the file out.
+and the next shard is read. An image folder is read as exactly its files (`image_folder.image_folder_files`):
+`datasets` would take `val`/`train`/`test` in a file name (`COCO_val2014_000001.jpg`) for a split and leave the
+file out.
 Decoding happens one sample at a time later (`decoding.decode_image`, called by the datasets of `image_text`),
 where the bad-sample policy can see what failed.
 """
@@ -313,7 +314,9 @@ def load_image_text_dataset(
     pick = {"split": split, "split_column": split_column, "source": source}
     if os.path.isdir(source):
         data_files = {split.split("[")[0]: image_folder_files(source, split)}  # "train[:10%]" slices "train"
-        dataset = datasets.load_dataset("imagefolder", data_files=data_files, split=split, streaming=streaming, **kwargs)
+        dataset = datasets.load_dataset(
+            "imagefolder", data_files=data_files, split=split, streaming=streaming, **kwargs
+        )
         dataset = select_split(dataset, unlabelled_split=split, **pick)
         return _normalise_columns(dataset, image_column, caption_column, source)
     files = _local_files(source)
