@@ -46,14 +46,26 @@ class _Lines:
         return self.lines[self.end - 1]
 
 
-def _parse(lines: Sequence[str], start: int) -> tuple[list[str] | csv.Error, int]:
-    """The record whose first line is `lines[start]`: its fields or the reader's error, and the index of the line
-    after the last one it took."""
-    source = _Lines(lines, start)
-    try:
-        return next(csv.reader(source, strict=True)), source.end  # strict: a stray quote is an error, not a field
-    except csv.Error as error:
-        return error, source.end
+class _Records:
+    """Reads the record that starts on any line: one csv reader while records follow each other (the fast path), a
+    fresh one after an error or a jump (a reader that failed is left mid-record)."""
+
+    def __init__(self, lines: Sequence[str]):
+        self.lines = lines
+        self.source: _Lines | None = None
+        self.reader = None
+
+    def read(self, start: int) -> tuple[list[str] | csv.Error, int]:
+        """The record whose first line is `lines[start]`: its fields or the reader's error, and the index of the
+        line after the last one it took."""
+        if self.reader is None or self.source.end != start:
+            self.source = _Lines(self.lines, start)
+            self.reader = csv.reader(self.source, strict=True)  # strict: a stray quote is an error, not a field
+        try:
+            return next(self.reader), self.source.end
+        except csv.Error as error:
+            self.reader = None
+            return error, self.source.end
 
 
 @lru_cache(maxsize=1)
@@ -70,15 +82,21 @@ class _RowShape:
     """What a line that is a whole row looks like: the header's number of fields, and an image path in the image
     column."""
 
+    # The good records whose image extension is learned: a corpus uses few, and the check costs on every row.
+    LEARNED_ROWS = 100
+
     def __init__(self, width: int, image_index: int, is_file: Callable[[str], bool]):
         self.width, self.image_index, self.is_file = width, image_index, is_file
         self.extensions = set(_image_extensions())
+        self.learned = 0
 
     def learn(self, fields: list[str]) -> None:
         """Remember the extension of a good record's image path (a corpus may use one PIL does not know)."""
-        extension = os.path.splitext(fields[self.image_index].strip())[1].lower()
-        if extension:
-            self.extensions.add(extension)
+        if self.learned < self.LEARNED_ROWS:
+            self.learned += 1
+            extension = os.path.splitext(fields[self.image_index].strip())[1].lower()
+            if extension:
+                self.extensions.add(extension)
 
     def matches(self, line: str) -> bool:
         try:
@@ -94,7 +112,7 @@ class _RowShape:
 def _header(lines: Sequence[str], path: str, columns: Sequence[str]) -> tuple[list[str], int]:
     if not lines:
         raise ValueError(f"{path} has no readable CSV header: the file is empty")
-    header, end = _parse(lines, 0)
+    header, end = _Records(lines).read(0)
     if end > 1:
         runs = "is never closed" if isinstance(header, csv.Error) else f"closes on line {end}"
         raise ValueError(f"{path}: the CSV header opens a quote on line 1 that {runs}; a header is one line")
@@ -135,6 +153,7 @@ def csv_records(
     header, position = _header(lines, path, columns)
     shape = _RowShape(len(header), header.index(columns[0]), is_file)
     closing: dict[int, int] = {}  # a line holding the quote that closes one opened on an unbalanced line -> that line
+    records = _Records(lines)
     while position < len(lines):
         start = position
         if start in closing:
@@ -143,7 +162,7 @@ def csv_records(
             yield start + 1, BadSampleError("unbalanced_quote", detail + "would be one row)")
             position += 1
             continue
-        fields, position = _parse(lines, start)
+        fields, position = records.read(start)
         first, last = start + 1, position  # 1-based lines of the record
         if isinstance(fields, csv.Error) and last == first and "end of data" not in str(fields):
             yield first, BadSampleError("malformed_csv", f"not CSV: {fields}")
