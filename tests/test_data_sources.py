@@ -234,3 +234,19 @@ def test_an_image_folder_of_split_folders_gives_the_folder_of_the_split(tmp_path
     assert load("validation")["caption"] == ["caption 2"]
     with pytest.raises(ValueError, match=r"no folder of split 'test'.*\['train', 'validation'\]"):
         load("test")
+
+
+@pytest.mark.parametrize("kind", ["tar", "jsonl"])
+def test_a_file_named_by_a_brace_list_that_is_missing_is_refused_not_left_out(tmp_path, kind):
+    """`shard-{00..02}.tar` with shard-01 gone would train on two thirds of the data without a word."""
+    for k in (0, 2):
+        if kind == "tar":
+            write_shard(tmp_path / f"shard-{k:02d}.{kind}", [(f"{k}.png", encode(solid(k))), (f"{k}.txt", b"a cat")])
+        else:
+            solid(k).save(tmp_path / f"{k}.png")
+            write_table(tmp_path / f"shard-{k:02d}.{kind}", "json", [{"image": f"{k}.png", "caption": "a cat"}])
+    with pytest.raises(ValueError, match=r"1 of the 3 files named by .* do not exist: .*shard-01"):
+        load_image_text_dataset(str(tmp_path / f"shard-{{00..02}}.{kind}"), cache_dir=str(tmp_path / "cache"))
+    glob_pattern = str(tmp_path / f"{{shard-00,nothing-*}}.{kind}")  # a glob matching nothing is missing too
+    with pytest.raises(ValueError, match=r"1 of the 2 files named by .* do not exist: .*nothing-\*"):
+        load_image_text_dataset(glob_pattern, cache_dir=str(tmp_path / "cache"))

@@ -67,13 +67,23 @@ def expand_braces(pattern: str) -> list[str]:
 
 
 def _local_files(source: str) -> list[str]:
-    """The local files named by `source` (a path, a glob or a brace list); empty when none exist."""
+    """The local files named by `source` (a path, a glob or a brace list); empty when none exist.
+
+    Raises:
+        ValueError: some of the names (or globs) of a brace list find no file while others do: the list names the
+            data, and training on part of it without a word would lose the rest.
+    """
     files: list[str] = []
-    for pattern in expand_braces(source):
-        if glob.has_magic(pattern):
-            files.extend(sorted(glob.glob(pattern)))
-        elif os.path.isfile(pattern):
-            files.append(pattern)
+    missing: list[str] = []
+    patterns = expand_braces(source)
+    for pattern in patterns:
+        found = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern] * os.path.isfile(pattern)
+        files.extend(found)
+        if not found:
+            missing.append(pattern)
+    if files and missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise ValueError(f"{len(missing)} of the {len(patterns)} files named by {source!r} do not exist: {shown}")
     return files
 
 
