@@ -250,3 +250,18 @@ def test_a_file_named_by_a_brace_list_that_is_missing_is_refused_not_left_out(tm
     glob_pattern = str(tmp_path / f"{{shard-00,nothing-*}}.{kind}")  # a glob matching nothing is missing too
     with pytest.raises(ValueError, match=r"1 of the 2 files named by .* do not exist: .*nothing-\*"):
         load_image_text_dataset(glob_pattern, cache_dir=str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_shard_caption_that_is_not_utf8_is_one_bad_row(tmp_path, streaming):
+    """`datasets` decodes `.txt` members strictly: one Latin-1 caption stopped the whole load."""
+    members = [("0.png", encode(solid(0))), ("0.txt", "un caf\xe9".encode("latin-1"))]
+    members += [("1.png", encode(solid(1))), ("1.txt", b"a dog")]
+    write_shard(tmp_path / "s.tar", members)
+    rows = load_image_text_dataset(str(tmp_path / "s.tar"), streaming=streaming, cache_dir=str(tmp_path / "cache"))
+    dataset = (IterableImageTextDataset if streaming else ImageTextDataset)(rows, SIZE)
+    samples = list(dataset) if streaming else [dataset[i] for i in range(len(dataset))]
+    assert [sample["caption"] for sample in samples] == ["a dog"]
+    (record,) = samples[0]["skipped"]["bad_encoding"] if streaming else [dataset.skipped_rows[0].as_dict()]
+    assert record["file"].endswith("s.tar/0.png") and record["column"] == "caption"
+    assert "not UTF-8" in record["detail"]

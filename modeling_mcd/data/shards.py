@@ -8,7 +8,8 @@ time, which stops where the shard is cut and says where (`problem`). The builder
 shard, with the problem in its `PROBLEM_COLUMN` (and every other column empty), and goes on with the next shard.
 `sources` turns that row into a bad row (`truncated_shard`, the shard as its file): the datasets of `image_text`
 leave it out, name it, count it and save it like any other skipped row, in map-style and streaming alike, and a
-cached map-style load keeps it.
+cached map-style load keeps it. A text member that is not UTF-8 (which stopped the whole load too) is decoded with
+U+FFFD in place of its bad bytes; `sources` makes its row a `bad_encoding` one.
 """
 
 from __future__ import annotations
@@ -122,9 +123,17 @@ class _Archives:
         return getattr(self.manager, name)
 
 
+def _text(data: bytes) -> str:
+    # datasets decodes strictly, and one caption that is not UTF-8 stopped the whole load; U+FFFD marks what could
+    # not be decoded, and `sources` makes that row a bad one.
+    return data.decode("utf-8", errors="replace")
+
+
 class TolerantWebDataset(WebDataset):
     """`datasets`' webdataset builder, reading its shards with `ShardMembers` and giving a row for each cut shard
-    (see the module docstring)."""
+    (see the module docstring); text members that are not UTF-8 are decoded with U+FFFD for what is not."""
+
+    DECODERS = {**WebDataset.DECODERS, "txt": _text, "text": _text, "transcript": _text}
 
     def _split_generators(self, dl_manager):
         if not self.info.features:

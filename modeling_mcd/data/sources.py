@@ -127,7 +127,7 @@ def _normalise_columns(
     return lazy_images(dataset)
 
 
-def _shard_row(example: dict[str, Any], image_keys: Sequence[str]) -> dict[str, Any]:
+def _shard_row(example: dict[str, Any], image_keys: Sequence[str], caption_key: str) -> dict[str, Any]:
     """`image` (a `{"bytes", "path"}` dict naming the shard) and `SHARD_ROW_COLUMNS` of one webdataset row."""
     problem = example.get(PROBLEM_COLUMN)
     row = {"image": None, "file": None, "bad_reason": None, "bad_column": None, "bad_detail": None}
@@ -138,9 +138,16 @@ def _shard_row(example: dict[str, Any], image_keys: Sequence[str]) -> dict[str, 
         value = example[key]
         if isinstance(value, dict):
             # Name the shard in the path so that bad-sample messages point at the right tar file.
-            return {**row, "image": {"bytes": value["bytes"], "path": f"{example['__url__']}/{value['path']}"}}
+            row["image"] = {"bytes": value["bytes"], "path": f"{example['__url__']}/{value['path']}"}
+            break
         if value is not None:
-            return {**row, "image": value}
+            row["image"] = value
+            break
+    caption = example.get(caption_key)
+    if isinstance(caption, str) and "\ufffd" in caption:  # bytes `shards` could not decode
+        detail = f"the caption member holds bytes that are not UTF-8 (shown as U+FFFD): {caption!r:.80}"
+        where = row["image"].get("path") if isinstance(row["image"], dict) else example["__url__"]
+        row.update(file=where, bad_reason="bad_encoding", bad_column="caption", bad_detail=detail)
     return row
 
 
@@ -169,9 +176,9 @@ def _load_webdataset(
     for key in image_keys:
         if isinstance(dataset.features[key], datasets.Image):
             dataset = dataset.cast_column(key, datasets.Image(decode=False))
-    dataset = dataset.map(_shard_row, fn_kwargs={"image_keys": image_keys})
     if caption_column == "caption" and "caption" not in columns:
         caption_column = next((key for key in WEBDATASET_CAPTION_KEYS if key in columns), caption_column)
+    dataset = dataset.map(_shard_row, fn_kwargs={"image_keys": image_keys, "caption_key": caption_column})
     # After the image casts: a filtered stream no longer knows its features.
     dataset = select_split(dataset, unlabelled_split=split, **pick)
     return _normalise_columns(dataset, "image", caption_column, source, extra=SHARD_ROW_COLUMNS)
