@@ -217,3 +217,16 @@ def test_an_empty_or_header_only_file_among_others_is_named(images, caplog):
     with caplog.at_level(logging.WARNING, logger="modeling_mcd.data"):
         read_caption_files([one_row, empty], "image", "caption")
     assert f"{empty} holds no row" in caplog.text
+
+
+def test_unusable_captions_of_a_list_are_counted_and_their_row_kept(images, caplog):
+    rows = [
+        {"image": "0.png", "caption": ["a cat", "", "\u200b", 7]},  # three of four cannot be used
+        {"image": "1.png", "caption": ["a dog", "a small dog"]},
+        {"image": "2.png", "caption": [None, "a bird"]},
+    ]
+    path = write(images / "c.jsonl", "".join(json.dumps(row) + "\n" for row in rows).encode())
+    with caplog.at_level(logging.WARNING, logger="modeling_mcd.data"):
+        found = read_caption_files([path], "image", "caption")
+    assert found["caption"] == [["a cat"], ["a dog", "a small dog"], ["a bird"]] and set(found["bad_reason"]) == {None}
+    assert f"{path}: 4 captions in lists of captions cannot be used" in caplog.text and "first on line 1" in caplog.text

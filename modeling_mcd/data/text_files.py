@@ -242,6 +242,7 @@ def read_caption_files(
             records = _json_records(text, path, used)
         seen_keys: set[str] = set()  # the columns of a JSON file's objects
         rows_before = len(columns["file"])
+        dropped: list[tuple[int | None, int]] = []  # (line, count) of the list entries left out of usable rows
         for line, record in records:
             image = caption = bad = row_split = None
             column = None
@@ -255,9 +256,12 @@ def read_caption_files(
                     column = caption_column
                     if record.get(caption_column) is None:
                         raise BadSampleError("missing_value", "no caption")
-                    caption = valid_captions(record[caption_column], validate=_caption)
+                    value = record[caption_column]
+                    caption = valid_captions(value, validate=_caption)
                     column = image_column
                     image = images.resolve(record.get(image_column))
+                    if isinstance(value, (list, tuple)) and len(caption) < len(value):
+                        dropped.append((line, len(value) - len(caption)))
                 except BadSampleError as error:
                     bad, image, caption = error, None, None
             pair_id = PADDING_PAIR_ID if bad else first_row_of.setdefault(image, len(columns["file"]))
@@ -275,6 +279,12 @@ def read_caption_files(
                 columns[name].append(value)
         if len(columns["file"]) == rows_before:
             logger.warning("%s holds no row: nothing of it is used", path)
+        if dropped:
+            first = f"line {dropped[0][0]}" if dropped[0][0] is not None else "an element of its array"
+            logger.warning(
+                "%s: %d captions in lists of captions cannot be used (empty, not text or not UTF-8) and are left out, "
+                "their rows kept (first on %s)", path, sum(count for _, count in dropped), first,
+            )  # fmt: skip
         if seen_keys:
             for name, argument in ((image_column, "image_column"), (caption_column, "caption_column")):
                 if name not in seen_keys:
