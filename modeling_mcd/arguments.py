@@ -311,7 +311,18 @@ def parse_run_args(
             recipe = yaml.safe_load(handle) or {}
         argv = yaml_to_flags(recipe) + argv[1:]
     parser = HfArgumentParser((ModelArguments, DataArguments, MCDTrainingArguments))
-    return parser.parse_args_into_dataclasses(args=argv)
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    check_run_args(model_args, data_args, training_args)
+    return model_args, data_args, training_args
+
+
+def check_run_args(model_args: ModelArguments, data_args: DataArguments, training_args: MCDTrainingArguments) -> None:
+    """The checks that read flags of more than one dataclass, run as soon as all three are parsed (before any data is
+    read or model built); each raises `ValueError` naming the flags."""
+    if model_args.lock_text_tower and training_args.use_mlm:
+        raise ValueError(
+            "--lock_text_tower needs --use_mlm false: MLM trains the text tower, which --lock_text_tower locks"
+        )
 
 
 def yaml_to_flags(recipe: dict) -> list[str]:
@@ -329,6 +340,7 @@ __all__ = [
     "SYNTHETIC",
     "DataArguments",
     "ModelArguments",
+    "check_run_args",
     "parse_run_args",
     "yaml_to_flags",
 ]

@@ -88,8 +88,25 @@ class MCDTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: MCD batches carry fields the model's forward does not name."}
     )
+    resume_weights_only: bool = field(
+        default=False,
+        metadata={
+            "help": "Resume a checkpoint that lacks its optimizer, scheduler or RNG state: its weights and step, with "
+            "a fresh optimizer and the learning-rate schedule continued from that step. Without it such a checkpoint "
+            "is refused."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start afresh in --output_dir: delete its checkpoints and its vocabulary (tokenizer/) before "
+            "training, instead of resuming them."
+        },
+    )
 
     def __post_init__(self):
+        if self.bf16 and self.fp16:  # before transformers' checks, whose message names neither flag
+            raise ValueError("--bf16 and --fp16 are exclusive: choose one mixed precision (or neither)")
         uses_deepspeed = self.deepspeed or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
         if uses_deepspeed and not _has_accelerator():
             _prepare_cpu_deepspeed(self)
@@ -109,6 +126,7 @@ class MCDTrainingArguments(TrainingArguments):
         _positive(self, "learning_rate", "distill_eps", "logging_steps", "max_nonfinite_steps")
         _non_negative(self, "weight_decay", "warmup_steps", "lambda_dist", "lambda_pos", "lambda_neg", "lambda_noisy")
         _non_negative(self, "beta_mlm")
+        self._check_global_batch()
         for name in ("orig_crop_scale", "aug_crop_scale"):
             low, high = (list(getattr(self, name)) + [None, None])[:2]
             if len(getattr(self, name)) != 2 or not 0.0 < low <= high <= 1.0:
@@ -123,9 +141,24 @@ class MCDTrainingArguments(TrainingArguments):
                 "--objective mcd with --distill_pos, --distill_neg and --distill_noisy all false has no distillation "
                 "term, and so no use for a teacher: use --objective mpnce"
             )
+        if self.overwrite_output_dir and not self.do_train:
+            raise ValueError("--overwrite_output_dir deletes the checkpoints that --do_train false would evaluate")
+        if self.overwrite_output_dir and self.resume_from_checkpoint:
+            raise ValueError("--overwrite_output_dir starts afresh, --resume_from_checkpoint resumes: give one of them")
         if self.teacher_text == "ema" and self.objective != "mcd":
             raise ValueError(
                 f"--teacher_text ema is a teacher for the distillation terms of --objective mcd, not {self.objective}"
+            )
+
+    def _check_global_batch(self) -> None:
+        # One contrastive batch is a step's micro-batches on every process (`modeling_mcd.accumulation`); with a single
+        # pair there is no negative, every contrastive and distillation term is 0.
+        per_step = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if per_step < 2 and self.do_train and per_step * self.world_size < 2:
+            raise ValueError(
+                f"a global batch of 1 pair (--per_device_train_batch_size {self.per_device_train_batch_size} x "
+                f"--gradient_accumulation_steps {self.gradient_accumulation_steps} x {self.world_size} process) has "
+                "nothing to contrast: its contrastive and distillation losses are 0. Give at least 2 pairs per step"
             )
 
     def build_loss(self) -> MCDLoss:
