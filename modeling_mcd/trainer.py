@@ -37,6 +37,7 @@ from .losses import progressive_alpha
 from .nonfinite import NonFiniteStepGuard
 from .pretraining import MCDForPreTraining, MCDPreTrainingOutput
 from .seeding import derive_seed
+from .single_image_steps import SingleImageSteps
 from .teacher import momentum_at
 
 logger = logging.get_logger(__name__)
@@ -146,7 +147,9 @@ class MCDTrainer(Trainer):
             args.base_momentum, step_was_skipped=lambda: self.accelerator.optimizer_step_was_skipped
         )
         self.nonfinite_guard = NonFiniteStepGuard(args.max_nonfinite_steps)
-        callbacks = list(kwargs.pop("callbacks", None) or []) + [self.nonfinite_guard, self.ema_callback]
+        self.single_image_steps = SingleImageSteps(gather=lambda tensor: self.accelerator.gather(tensor))
+        callbacks = list(kwargs.pop("callbacks", None) or [])
+        callbacks += [self.nonfinite_guard, self.ema_callback, self.single_image_steps]
         super().__init__(model=model, args=args, callbacks=callbacks, **kwargs)
         # Our compute_loss already returns the exact global-batch loss: the Trainer must not rescale it
         # by a token count or the number of processes.
@@ -339,6 +342,7 @@ class MCDTrainer(Trainer):
             self._term_sums["logit_scale"] += scale.float() * share
             self._term_steps += share
             self._samples_since_log += inputs["pixel_values"].shape[0] * self.args.world_size
+            self.single_image_steps.observe(inputs.get("pair_ids"))
         return (loss, outputs) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -396,6 +400,8 @@ class MCDTrainer(Trainer):
                 logs["samples_per_second"] = round(self._samples_since_log / elapsed, 3)
             if self.nonfinite_guard.skipped_steps:
                 logs["nonfinite_steps"] = len(self.nonfinite_guard.skipped_steps)
+            if self.single_image_steps.flush():  # a collective, as the reductions above
+                logs["single_image_steps"] = self.single_image_steps.count
             skipped = self.total_bad_sample_counts()
             logs.update({f"skipped_{reason}": count for reason, count in skipped.items() if count})
             self._term_sums.clear()
