@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from collections.abc import Callable, Iterable, Sequence
 
 import datasets
@@ -31,6 +32,7 @@ from transformers.utils import is_torchvision_available
 from .arguments import ModelArguments
 from .configuration_mcd import MCDConfig
 from .conversion import load_dual_encoder
+from .fingerprint import VOCABULARY_RECORD_NAME, describe_data, read_json, write_json
 from .locked_text import text_features_file
 from .lora import add_student_adapters, build_peft_config
 from .modeling_mcd import load_pretrained_tower
@@ -54,17 +56,28 @@ def caption_corpus(dataset: datasets.Dataset) -> list[str]:
 
 
 def load_tokenizer(
-    model_args: ModelArguments, output_dir: str, captions: Callable[[], Iterable[str]]
+    model_args: ModelArguments,
+    output_dir: str,
+    captions: Callable[[], Iterable[str]],
+    data_fingerprint: dict | None = None,
+    resuming: bool = False,
 ) -> PreTrainedTokenizerBase:
     r"""
     The run's tokenizer: `--tokenizer_name_or_path`, else the text tower's (or `--init_model_name_or_path`'s), else a
     WordPiece vocabulary built from `captions()` and kept in `output_dir/tokenizer`, so every process and a resumed
     run use the same one.
 
+    A kept vocabulary records what it was built from (`mcd_vocabulary.json`: the data's fingerprint, the vocabulary
+    size asked for). A run that resumes a checkpoint uses the kept vocabulary, the one its weights were trained with;
+    a run that starts afresh on other data or with another `--tokenizer_vocab_size` rebuilds it, and says so, instead
+    of training on another run's vocabulary.
+
     Args:
         model_args (`ModelArguments`)
         output_dir (`str`): the run folder.
         captions (`Callable`): returns the training captions; only called when a vocabulary is built.
+        data_fingerprint (`dict`, *optional*): the training data's (`modeling_mcd.fingerprint.data_fingerprint`).
+        resuming (`bool`, *optional*, defaults to `False`): whether the run resumes a checkpoint of `output_dir`.
     """
     source = (
         model_args.tokenizer_name_or_path or model_args.text_model_name_or_path or model_args.init_model_name_or_path
@@ -72,10 +85,26 @@ def load_tokenizer(
     if source:
         return AutoTokenizer.from_pretrained(source)
     tokenizer_dir = os.path.join(output_dir, "tokenizer")
+    wanted = {"data": data_fingerprint, "vocab_size": model_args.tokenizer_vocab_size}
     if os.path.isfile(os.path.join(tokenizer_dir, "tokenizer.json")):
-        return AutoTokenizer.from_pretrained(tokenizer_dir)
+        kept = read_json(tokenizer_dir, VOCABULARY_RECORD_NAME)
+        if resuming or kept == wanted or (kept is None and data_fingerprint is None):
+            if kept is not None and kept != wanted:
+                logger.warning("%s was built from other data; the resumed checkpoint was trained on it", tokenizer_dir)
+            return AutoTokenizer.from_pretrained(tokenizer_dir)
+        built_from = "another run" if kept is None else f"{describe_data(kept['data'])}, size {kept['vocab_size']}"
+        logger.warning(
+            "rebuilding the vocabulary in %s: it was built from %s; this run trains on %s, --tokenizer_vocab_size %d",
+            tokenizer_dir,
+            built_from,
+            describe_data(data_fingerprint),
+            model_args.tokenizer_vocab_size,
+        )
     tokenizer = train_wordpiece_tokenizer(captions(), vocab_size=model_args.tokenizer_vocab_size)
+    if os.path.isdir(tokenizer_dir):
+        shutil.rmtree(tokenizer_dir)  # no file of the old vocabulary may outlive it
     tokenizer.save_pretrained(tokenizer_dir)
+    write_json(tokenizer_dir, VOCABULARY_RECORD_NAME, wanted)
     return tokenizer
 
 

@@ -7,6 +7,11 @@ optimizer, the scheduler or the RNG states, and a resumed run would silently con
 checkpoint is written into `output_dir/.partial/checkpoint-N` and renamed to `output_dir/checkpoint-N` only when
 every process has finished writing it (a rename within one filesystem is atomic); older checkpoints are rotated out
 only after that. `last_checkpoint` therefore only ever finds complete checkpoints.
+
+Each checkpoint also holds the run's fingerprint (`modeling_mcd.fingerprint`: what data and model it was trained on),
+when the trainer has one (`trainer.run_fingerprint`), so that a later launch can tell its own checkpoints from another
+run's. A full disk during a save is reported as such ([`DiskFullError`]), the half-written checkpoint removed to give
+its space back; the last complete checkpoint stays.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from collections.abc import Callable
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints
 from transformers.utils import logging
+
+from .errors import DiskFullError, is_disk_full
+from .fingerprint import FINGERPRINT_NAME, write_json
 
 logger = logging.get_logger(__name__)
 
@@ -45,6 +53,20 @@ def save_checkpoint_atomically(trainer, save: Callable[[], None], run_dir: str) 
     trainer.args.save_total_limit = None
     try:
         save()
+        fingerprint = getattr(trainer, "run_fingerprint", None)
+        if fingerprint is not None and trainer.args.should_save:
+            write_json(os.path.join(staging, name), FINGERPRINT_NAME, fingerprint)
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        shutil.rmtree(os.path.join(staging, name), ignore_errors=True)  # gives back what the partial save took
+        kept = last_checkpoint(run_dir)
+        kept = f"{os.path.basename(kept)} is the last complete checkpoint" if kept else "no checkpoint is complete"
+        raise DiskFullError(
+            f"disk full while writing {name} in {run_dir} ({error.filename or error}): {kept}; free some space and "
+            "launch again to resume",
+            error.filename,
+        ) from error
     finally:
         del trainer._get_output_dir  # the instance attribute shadowed the method
         trainer.args.save_total_limit = limit
@@ -76,4 +98,27 @@ def last_checkpoint(output_dir: str) -> str | None:
     return get_last_checkpoint(output_dir)
 
 
-__all__ = ["STAGING_DIR", "last_checkpoint", "save_checkpoint_atomically"]
+def clear_run_folder(output_dir: str) -> list[str]:
+    r"""
+    Delete what a run resumes from in `output_dir`: its checkpoints (complete and half-written) and its vocabulary
+    (`tokenizer/`), for `--overwrite_output_dir`. The exported model and the logs are replaced by the new run's.
+
+    Returns:
+        `list[str]`: the names deleted.
+    """
+    if not os.path.isdir(output_dir):
+        return []
+    prefix = f"{PREFIX_CHECKPOINT_DIR}-"
+    names = sorted(
+        name
+        for name in os.listdir(output_dir)
+        if name in (STAGING_DIR, "tokenizer") or (name.startswith(prefix) and name[len(prefix) :].isdigit())
+    )
+    for name in names:
+        shutil.rmtree(os.path.join(output_dir, name))
+    if names:
+        logger.warning("--overwrite_output_dir: deleted %s from %s", ", ".join(names), output_dir)
+    return names
+
+
+__all__ = ["STAGING_DIR", "clear_run_folder", "last_checkpoint", "save_checkpoint_atomically"]
