@@ -1,8 +1,9 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
 """A hostile caption corpus, written in a tmp dir: good rows (with good edge cases: 16-bit, CMYK, palette with
-transparency, EXIF rotation, odd sizes, two captions of one image, mixed caption types, CRLF, a BOM) mixed with more
-than twenty kinds of bad row, image-level and file-level, each at a known line. Used by tests/test_data_text_files.py
-(reading) and tests/test_run_mcd.py (a whole run). Nothing binary is committed: every file is made here."""
+transparency, EXIF rotation, odd sizes, two captions of one image, mixed caption types, CRLF, a BOM, a BOM opening a
+line) mixed with more than twenty-five kinds of bad row, image-level and file-level, each at a known line. Used by
+tests/test_data_text_files.py (reading) and tests/test_run_mcd.py (a whole run). Nothing binary is committed: every
+file is made here."""
 
 from __future__ import annotations
 
@@ -132,6 +133,12 @@ def write_bad_corpus(root) -> Corpus:
     bad({"image": "images/missing.png", "caption": "a cat"}, "missing_file", "image", "a missing file")
     bad({"image": "bad/zero.jpg", "caption": "a cat"}, "empty_file", "image", "a zero-byte file")
     bad({"image": "a_folder.jpg", "caption": "a cat"}, "missing_file", "image", "a folder, not a file")
+    bad({"image": "images/4.png", "caption": "\u200b\u200d\ufeff"}, "empty_caption", "caption", "zero-width only")
+    bad({"image": "images/4\x00.png", "caption": "a cat"}, "bad_encoding", "image", "a NUL in the image path")
+    bad(b'{"image": "images/4.png", "caption": "a cat", "caption": "a dog"}', "malformed_json", None, "a key twice")
+    bad(json.dumps({"image": "images/4.png", "caption": "a cat"}).encode("utf-16-le"), "bad_encoding", None, "UTF-16")
+    good("images/7.png", "a byte order mark opens this line", "a BOM at the start of a line (files joined by cat)")
+    lines[-1] = b"\xef\xbb\xbf" + lines[-1]
     good("images/4.png", "a fish", "CRLF line ending")
     lines[-1] += b"\r"
     for reason in ("not_an_image", "corrupt", "truncated"):
