@@ -5,6 +5,7 @@ header-only files, a field past the CSV size limit. Each test writes its files i
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 
@@ -230,3 +231,31 @@ def test_unusable_captions_of_a_list_are_counted_and_their_row_kept(images, capl
         found = read_caption_files([path], "image", "caption")
     assert found["caption"] == [["a cat"], ["a dog", "a small dog"], ["a bird"]] and set(found["bad_reason"]) == {None}
     assert f"{path}: 4 captions in lists of captions cannot be used" in caplog.text and "first on line 1" in caplog.text
+
+
+def test_random_quotes_and_line_ends_never_stop_the_reading(images):
+    """Seeded fragments of quotes, separators and line ends: every file reads to its end, one record per start line,
+    in order, and no good record holds a line shaped like a row of its own."""
+    import random
+
+    from modeling_mcd.data.csv_records import csv_records
+    from modeling_mcd.data.text_lines import physical_lines
+
+    def row_shaped(line: str) -> bool:
+        try:
+            fields = next(csv.reader([line], strict=True))
+        except csv.Error:
+            return False
+        return len(fields) == 2 and fields[0] in ("0.png", "1.png")
+
+    pieces = ["0.png", "1.png", "a cat", '"a dog"', '"a', 'b"', '""', '"x""y"', "", "z\"", '"two\nlines"', "\r"]
+    rng = random.Random(0)
+    for _ in range(500):
+        rows = [",".join(rng.choice(pieces) for _ in range(rng.randint(1, 3))) for _ in range(rng.randint(0, 10))]
+        lines = physical_lines("image,caption\n" + "".join(row + rng.choice(["\n", "\r\n"]) for row in rows))
+        records = list(csv_records(lines, "f.csv", ("image", "caption")))
+        starts = [line for line, _ in records]
+        assert starts == sorted(set(starts)) and all(2 <= line <= len(lines) for line in starts)
+        for (line, record), end in zip(records, [*starts[1:], len(lines) + 1]):
+            if isinstance(record, dict):  # its other lines (0-based line .. end - 2): not rows of their own
+                assert not any(row_shaped(lines[i]) for i in range(line, end - 1)), (lines, records)
