@@ -150,6 +150,15 @@ def test_a_utf16_file_reads_as_its_text(images, kind, encoding):
     assert fates(rows) == [(first_line + k, None, f"caf\u00e9 {k}") for k in range(3)]
 
 
+def test_a_utf16_file_that_is_not_valid_utf16_is_refused_naming_the_file_and_line(images):
+    text = "".join(json.dumps({"image": f"{k}.png", "caption": f"c{k}"}) + "\n" for k in range(3))
+    data = text.encode("utf-16")
+    cut = data.index("c2".encode("utf-16-le"))
+    path = write(images / "c.jsonl", data[:cut] + b"\x00\xdc" + data[cut:])  # a lone low surrogate, line 3
+    with pytest.raises(ValueError, match=r"c.jsonl is UTF-16-LE text, but its line 3 is not"):
+        read_caption_files([path], "image", "caption")
+
+
 @pytest.mark.parametrize("kind", ["jsonl", "csv"])
 def test_a_bom_at_the_start_of_every_line_is_not_part_of_the_row(images, kind):
     """Files made by concatenating files that each start with a BOM (`cat a.csv b.csv`)."""
