@@ -99,10 +99,11 @@ def _json_records(text: str, path: str, columns: tuple[str, ...]) -> Iterator[Re
         try:
             record = json.loads(line, object_pairs_hook=_object)
         except json.JSONDecodeError as error:
-            problem = text_problem(line)
-            yield number, BadSampleError("bad_encoding", f"the line: {problem}") if problem else BadSampleError(
-                "malformed_json", f"not JSON: {error}"
-            )
+            problem = text_problem(line)  # bad bytes or NULs make a line unparseable: name the cause
+            if problem:
+                yield number, BadSampleError("bad_encoding", f"the line: {problem}")
+            else:
+                yield number, BadSampleError("malformed_json", f"not JSON: {error}")
             continue
         yield number, _json_record(record, columns)
 
