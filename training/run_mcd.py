@@ -14,6 +14,11 @@ ViT + BERT trained from scratch on the built-in synthetic scenes.
 This file is the launch layer only: it parses, then runs numbered steps. Every piece it calls lives in
 `modeling_mcd` (arguments, builder, data, evaluation, trainer, hub), where `mcd`, `bench/` and the tests use
 it too. Every flag has a `help`: `python training/run_mcd.py --help`.
+
+Exit codes (`modeling_mcd.errors`): 0 done; 2 a problem to fix (an argument, the data, the run folder, a full disk),
+printed as one `run_mcd.py: error: ...` line (`MCD_DEBUG=1` adds its traceback); 3 the model was trained and saved
+but its final evaluation failed; 128 + N stopped by signal N (SIGTERM 143, SIGUSR1 138, SIGINT 130) after writing a
+checkpoint, which the same command resumes; 1 a bug (with its traceback), or non-finite final metrics.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ import math
 import os
 import sys
 import time
+import traceback
 from functools import partial
 from pathlib import Path
 
 import datasets
+import torch
 import transformers
 from transformers import set_seed
 
@@ -35,15 +42,29 @@ from modeling_mcd import MCDProcessor
 from modeling_mcd.arguments import SYNTHETIC, DataArguments, parse_run_args
 from modeling_mcd.training_arguments import MCDTrainingArguments
 from modeling_mcd.builder import build_pretraining_model, caption_corpus, load_tokenizer
-from modeling_mcd.checkpoints import last_checkpoint
+from modeling_mcd.checkpoints import clear_run_folder, last_checkpoint
 from modeling_mcd.data import MCDCollator, image_text_dataset, load_image_text_dataset, save_skipped_samples
 from modeling_mcd.data.leakage import guard_training_data
 from modeling_mcd.data.noise import mislabel_captions
+from modeling_mcd.errors import EvaluationError, Preempted, UsageError, debug_requested, exit_status
 from modeling_mcd.evaluation.report import format_metrics
 from modeling_mcd.evaluation.tasks import build_eval_tasks, chance_levels, run_tasks, task_splits
+from modeling_mcd.fingerprint import data_fingerprint
 from modeling_mcd.hub import HubTarget, push_model
 from modeling_mcd.lora import peft_student, save_adapters
 from modeling_mcd.model_card import write_model_card
+from modeling_mcd.preemption import PreemptionCallback
+from modeling_mcd.resume_checks import (
+    ResumeAdjustments,
+    check_checkpoint,
+    check_model_fits,
+    check_not_finished,
+    check_same_run,
+    run_fingerprint,
+    teacher_note,
+)
+from modeling_mcd.run_checks import check_batches, check_steps_taken, check_text_positions
+from modeling_mcd.run_lock import lock_run_folder
 from modeling_mcd.run_record import compute_record, recipe_record, training_record
 from modeling_mcd.synthetic import SyntheticConfig, load_synthetic_dataset, synthetic_pairs
 from modeling_mcd.trainer import MCDTrainer
@@ -88,7 +109,9 @@ def load_pairs(data_args: DataArguments, synthetic: SyntheticConfig, with_valida
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    """Run a whole job; returns the final evaluation metrics."""
+    """Run a whole job; returns the final evaluation metrics. Raises on every failure (`cli_main` turns them into
+    exit codes): `UsageError` and the package's other `ValueError`s for problems to fix, `EvaluationError` when the
+    saved model's evaluation failed, `Preempted` when a signal stopped training after a checkpoint."""
     start = time.perf_counter()
     # 1. Parse the run (YAML recipe + flags).
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -97,14 +120,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # the exported inference model instead. The token leaves the arguments, so no checkpoint can store it.
     hub_target = HubTarget.from_training_args(training_args)  # None without --push_to_hub
     training_args.push_to_hub, training_args.hub_token = False, None
-    checkpoint = training_args.resume_from_checkpoint or last_checkpoint(training_args.output_dir)
+    explicit = training_args.resume_from_checkpoint
+    if explicit and not os.path.isdir(explicit):
+        raise UsageError(f"--resume_from_checkpoint {explicit}: no such folder")
+    checkpoint = explicit or last_checkpoint(training_args.output_dir)
     if not training_args.do_train and checkpoint is None:
         raise ValueError(
             f"--do_train false evaluates and exports a trained model, but {training_args.output_dir} holds no "
             "checkpoint (and no --resume_from_checkpoint was given): set --do_train true to train one"
         )
 
-    # 2. Log what runs where.
+    # 2. Log what runs where; take the run folder (one run at a time in it).
     setup_logging(training_args)
     logger.info(
         "process %d/%d on %s; objective=%s",
@@ -113,9 +139,26 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         training_args.device,
         training_args.objective,
     )
+    lock = lock_run_folder(training_args.output_dir, training_args.process_index == 0, training_args.world_size)
+    try:
+        if training_args.overwrite_output_dir:
+            with training_args.main_process_first(desc="clearing the run folder"):
+                if training_args.process_index == 0:
+                    clear_run_folder(training_args.output_dir)
+            checkpoint = None
+        return _run(argv, model_args, data_args, training_args, hub_target, checkpoint, start)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(argv, model_args, data_args, training_args, hub_target, checkpoint, start) -> dict[str, float]:
+    """Steps 3-9 of `main`, in the locked run folder."""
+    explicit = bool(training_args.resume_from_checkpoint)
+    resumed = check_checkpoint(checkpoint, training_args, explicit) if checkpoint else None
     set_seed(training_args.seed)
 
-    # 3. Data: the pairs to train on (and validate on).
+    # 3. Data: the pairs to train on (and validate on); a checkpoint of other data is another run's.
     synthetic = SyntheticConfig(
         image_size=data_args.synthetic_image_size,
         num_train=data_args.synthetic_num_train,
@@ -128,20 +171,36 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         if data_args.caption_noise:
             raw_train, noise = mislabel_captions(raw_train, data_args.caption_noise, training_args.seed)
             logger.warning(noise.describe())
+    data = data_fingerprint(raw_train, data_args.dataset, data_args.train_split)
+    saved = None
+    if checkpoint and training_args.do_train:
+        saved = check_same_run(checkpoint, data, training_args.output_dir, explicit)
+        check_not_finished(checkpoint, resumed, training_args)
 
     # 4. Tokenizer: a named one, the text tower's, or a WordPiece vocabulary built from the captions.
     with training_args.main_process_first(desc="loading the tokenizer"):
-        tokenizer = load_tokenizer(model_args, training_args.output_dir, lambda: caption_corpus(raw_train))
+        tokenizer = load_tokenizer(
+            model_args,
+            training_args.output_dir,
+            lambda: caption_corpus(raw_train),
+            data_fingerprint=data,
+            resuming=checkpoint is not None,
+        )
 
-    # 5. Model, datasets, collator and evaluation tasks.
+    # 5. Model, datasets, collator and evaluation tasks; what depends on them is checked before any step.
     model, image_processor = build_pretraining_model(
         model_args, tokenizer, teacher_text=training_args.teacher_text, use_mlm=training_args.use_mlm
     )
+    check_text_positions(model.config.text_config, data_args.max_seq_length)
+    if checkpoint:
+        check_model_fits(checkpoint, model.config)
     image_size = model.config.vision_config.image_size
     base_size = data_args.base_image_size or int(round(image_size * 8 / 7))
     policy = {"on_bad_sample": data_args.on_bad_sample, "max_pixels": data_args.max_image_pixels}
     train_dataset = image_text_dataset(raw_train, base_size, seed=training_args.seed, **policy)
     eval_dataset = image_text_dataset(raw_validation, base_size, **policy) if raw_validation is not None else None
+    if training_args.do_train and not data_args.streaming:
+        check_batches(len(train_dataset), training_args)
     collator = MCDCollator(
         tokenizer=tokenizer,
         max_length=data_args.max_seq_length,
@@ -170,6 +229,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         # send tensors, not the skipped-row records a batch carries: every process reads the stream and keeps its
         # own share of the batches instead.
         training_args.accelerator_config.dispatch_batches = False
+    preemption = PreemptionCallback()
+    adjustments = ResumeAdjustments(
+        teacher_note=teacher_note(saved, checkpoint, training_args) if checkpoint else None,
+        continue_schedule=bool(resumed and resumed.get("missing_resume_state")),
+    )
     trainer = MCDTrainer(
         model=model,
         args=training_args,
@@ -181,14 +245,23 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         image_std=std,
         eval_tasks=tasks,
         eval_preprocess=preprocess,
+        callbacks=[preemption, adjustments],
     )
+    trainer.run_fingerprint = run_fingerprint(data, model.config, training_args)  # written into every checkpoint
     if checkpoint:
         logger.info("resuming from %s", checkpoint)
     train_runtime = None
     if not training_args.do_train:  # evaluate and export the checkpoint's model, as it is
         trainer._load_from_checkpoint(checkpoint)
     else:
-        result = trainer.train(resume_from_checkpoint=checkpoint)
+        first_step = int(resumed.get("global_step", 0)) if resumed else 0
+        with preemption.handling_signals():  # SIGTERM, SIGUSR1, SIGINT: finish the step, save, stop
+            result = trainer.train(resume_from_checkpoint=checkpoint)
+        step = trainer.state.global_step
+        if preemption.stopped_after is not None and step < trainer.state.max_steps:
+            # Not finished: nothing is exported or evaluated as if it were; the next launch resumes the checkpoint.
+            raise Preempted(preemption.signal, step, os.path.join(training_args.output_dir, f"checkpoint-{step}"))
+        check_steps_taken(first_step, step, training_args)
         trainer.log_metrics("train", result.metrics)
         trainer.save_state()  # trainer_state.json in output_dir: the log history, i.e. the training curves
         if model.text_memo is not None and training_args.should_save:  # the locked tower's features, for next time
@@ -199,24 +272,30 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         if training_args.should_save:
             save_skipped_samples(training_args.output_dir, skipped)
 
-    # 7. Evaluate the student on every evaluation task.
+    # 7. Save the inference model (student only; with LoRA, the adapters merged in) and its processor, first: an
+    # evaluation that fails must not cost the trained model. With LoRA, the adapters alone too, in output_dir/adapters.
     student = model.export_student()
-    metrics: dict[str, float] = {}
-    chance = chance_levels(tasks)
-    if tasks and training_args.should_save:
-        metrics = run_tasks(tasks, student, tokenizer, preprocess)
-        print(format_metrics("final evaluation", metrics, chance))
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", {**metrics, **{f"chance_{k}": v for k, v in chance.items()}})
-
-    # 8. Save the inference model (student only; with LoRA, the adapters merged in), its processor and a model card
-    # with the run's record; with LoRA, the adapters alone too, in output_dir/adapters.
     export_dir = os.path.join(training_args.output_dir, "mcd-model")
     if training_args.should_save:
         student.save_pretrained(export_dir)
         if peft_student(model) is not None:
             save_adapters(model, os.path.join(training_args.output_dir, "adapters"))
         MCDProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(export_dir)
+
+    # 8. Evaluate the student on every evaluation task, then write the model card with the run's record and metrics.
+    metrics: dict[str, float] = {}
+    chance = chance_levels(tasks)
+    failure: Exception | None = None
+    if tasks and training_args.should_save:
+        try:
+            metrics = run_tasks(tasks, student, tokenizer, preprocess)
+        except Exception as error:  # noqa: BLE001 - reported after the card is written, with the model kept
+            failure = error
+        else:
+            print(format_metrics("final evaluation", metrics, chance))
+            trainer.log_metrics("eval", metrics)
+            trainer.save_metrics("eval", {**metrics, **{f"chance_{k}": v for k, v in chance.items()}})
+    if training_args.should_save:
         record = training_record(
             training_args,
             model_args,
@@ -238,6 +317,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         write_model_card(export_dir, student.config, record)
         logger.info("saved the inference model to %s", export_dir)
     trainer.accelerator.wait_for_everyone()
+    if failure is not None:
+        pushed = "; it was not pushed (`mcd push` pushes it)" if hub_target is not None else ""
+        raise EvaluationError(
+            f"the final evaluation failed ({type(failure).__name__}: {failure}); the trained model is saved in "
+            f"{export_dir}, its card without metrics{pushed}"
+        ) from failure
 
     # 9. Push the exported folder (not the checkpoints) with --push_to_hub.
     if hub_target is not None and training_args.should_save:
@@ -252,8 +337,39 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     return metrics
 
 
-if __name__ == "__main__":
-    final = main()
+def cli_main(argv: list[str] | None = None) -> int:
+    """`main` as a command: returns the exit code, and prints a problem to fix as one `run_mcd.py: error:` line
+    (with its traceback when `MCD_DEBUG=1`), a bug with its traceback (see the module docstring for the codes)."""
+    try:
+        return _exit_code(argv)
+    finally:
+        # A process that exits with its gloo group still up can abort in the group's destructor (std::terminate)
+        # while the other processes still use their end of it.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _exit_code(argv: list[str] | None) -> int:
+    try:
+        final = main(argv)
+    except KeyboardInterrupt:  # Ctrl-C outside training (during training it stops with a checkpoint instead)
+        print("run_mcd.py: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - every failure gets an exit code
+        status = exit_status(error, own_code=(__file__,))
+        if status is None:
+            traceback.print_exc()
+            return 1
+        code, message = status
+        cause_is_bug = isinstance(error, EvaluationError) and exit_status(error.__cause__, (__file__,)) is None
+        if debug_requested() or cause_is_bug:
+            traceback.print_exc()
+        print(f"run_mcd.py: {'' if isinstance(error, Preempted) else 'error: '}{message}", file=sys.stderr)
+        return code
     if final and int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({k: round(v, 4) for k, v in final.items()}))
-    sys.exit(0 if math.isfinite(sum(final.values()) if final else 0.0) else 1)
+    return 0 if math.isfinite(sum(final.values()) if final else 0.0) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())
