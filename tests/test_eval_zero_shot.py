@@ -303,3 +303,16 @@ def test_a_decompression_bomb_in_an_evaluation_folder_is_skipped_and_named(tmp_p
     assert len(data.images) == 2 and len(data.skipped) == 1 and "decompression_bomb" in data.skipped[0]
     with pytest.raises(ValueError, match="decompression_bomb"):
         load_labelled_images(tmp_path, on_bad_image="raise")
+
+
+def test_the_images_of_a_dataset_are_cropped_to_a_sane_aspect_ratio_too():
+    import datasets
+
+    images = [Image.new("RGB", (200_000, 1), (200, 0, 0)), Image.new("RGB", (30, 20))]
+    data = datasets.Dataset.from_dict(
+        {"image": images, "label": [0, 1]},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])}),
+    )
+    labelled = load_labelled_images(data)
+    assert [image.size for image in labelled.images] == [(4, 1), (30, 20)]
+    assert len(labelled.images) == 2 and labelled.images[1:][0].size == (30, 20)

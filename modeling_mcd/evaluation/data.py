@@ -24,19 +24,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from ..data.lazy_images import AspectCropped, LazyImages
+
 #: Folder names that name a split, not a dataset or a class (`cifar10/test`).
 SPLIT_FOLDER_NAMES = ("test", "val", "validation", "train")
 #: What `--on-bad-image` accepts: skip (and name) an unreadable image, or stop at it.
 ON_BAD_IMAGE_CHOICES = ("skip", "raise")
-
-
-def _decode(path: Path) -> Image.Image:
-    from ..data.decoding import DEFAULT_MAX_PIXELS, crop_to_aspect_ratio, decode_image
-
-    try:
-        return crop_to_aspect_ratio(decode_image(path, max_pixels=DEFAULT_MAX_PIXELS))
-    except ValueError as error:  # a BadSampleError: its reason, and the file
-        raise ValueError(f"cannot read image {path}: {error}") from error
 
 
 def _require_a_task(source, classes: int, images: int, skipped: int = 0) -> None:
@@ -46,26 +39,6 @@ def _require_a_task(source, classes: int, images: int, skipped: int = 0) -> None
     if images < 2:
         left_out = f" ({skipped} unreadable left out)" if skipped else ""
         raise ValueError(f"{source}: only {images} image(s) can be used{left_out}: a task needs at least 2 images")
-
-
-class LazyImages(Sequence):
-    """A sequence of image files, each decoded to an RGB PIL image only when indexed (a `ValueError` naming the
-    file when it cannot be)."""
-
-    def __init__(self, paths: Sequence[str | Path]):
-        self.paths = [Path(path) for path in paths]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return LazyImages(self.paths[index])
-        return _decode(self.paths[index])
-
-    def subset(self, indices: Sequence[int]) -> LazyImages:
-        """The images at `indices`, still undecoded."""
-        return LazyImages([self.paths[i] for i in indices])
 
 
 # ------------------------------------------------------------------------------------ classification
@@ -253,7 +226,8 @@ def load_labelled_images(
     labels = torch.as_tensor(list(data[label_column]), dtype=torch.long)  # (N,)
     num_classes = len(classnames) if classnames is not None else None
     _require_a_task("the data", num_classes if num_classes is not None else len(labels.unique()), len(labels))
-    return LabelledImages(images=data[image_column], labels=labels, classnames=classnames, num_classes=num_classes)
+    images = AspectCropped(data[image_column])
+    return LabelledImages(images=images, labels=labels, classnames=classnames, num_classes=num_classes)
 
 
 # ------------------------------------------------------------------------------------------ retrieval
