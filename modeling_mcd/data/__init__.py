@@ -11,6 +11,7 @@ Data flow (DESIGN.md, step 1), one module per step:
    dead run; `text_lines` decodes the files (UTF-8, UTF-16/32, BOMs, line ends) and `csv_records` reads CSV so
    that a stray quote costs its own row only. `shards` reads webdataset shards so that a shard cut short gives its
    whole samples and one bad row; `image_folder` lists an image folder's files so no file name is taken for a split.
+   (`lazy_images` holds the evaluation side's images: decoded as here, cropped to a sane aspect ratio.)
 2. `decoding`: `SampleDecoder` decodes one row (`decode_image`), resizes it to a fixed base size as uint8
    (3, S, S) (`resize_center_crop`) and draws one caption (`select_caption`); every failure is a
    `BadSampleError` naming one of `BAD_SAMPLE_REASONS`.
