@@ -8,9 +8,12 @@
     mcd export --model PATH --output-dir STOCK_FOLDER
     mcd card MODEL_DIR [--results eval.json ...] [--repo-id org/name]
     mcd push MODEL_DIR org/name [--private] [--token TOKEN] [--commit-message MSG] [--stock]
+    mcd analyze MODEL_DIR [--data synthetic|captions.jsonl] [--output-dir DIR]
 
-Every `eval` task takes `--batch-size`, `--device` and `--output-json`, prints a table and returns 0. A
-model folder may hold an `MCDModel`, a `CLIPModel` or a `VisionTextDualEncoderModel`.
+Every `eval` task takes `--batch-size`, `--device` and `--output-json`, prints a table of its metrics and returns
+0. A model folder may hold an `MCDModel`, a `CLIPModel` or a `VisionTextDualEncoderModel`. A user mistake ends any command in one `mcd: error: ...` line (exit code 2; 1 when
+the Hub cannot be reached), a bug in a traceback; `mcd --debug` shows the traceback of every error
+(`modeling_mcd.cli_errors`).
 
 Each command is one `add_*_parser(commands)` function plus one function per task that takes the parsed
 arguments and returns the exit code, so new commands plug into [`build_parser`].
@@ -24,8 +27,20 @@ import sys
 from pathlib import Path
 
 import torch
-from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
 
+from .cli_errors import (
+    DUAL_ENCODER_TYPES,
+    ArgumentParser,
+    at_least,
+    check_model_folder,
+    check_model_output,
+    check_output_file,
+    check_output_folder,
+    check_utf8_lines,
+    positive_int,
+    run_command,
+    torch_device,
+)
 from .evaluation import (
     build_zero_shot_classifier,
     compositionality_metrics,
@@ -61,6 +76,8 @@ def report(args: argparse.Namespace, task: str, metrics: dict) -> int:
 def _read_string_list(path: str, what: str) -> list[str]:
     try:
         values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"--{what} {path} is not UTF-8 text ({error.reason} at byte {error.start})") from error
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"--{what} {path}: {error}") from error
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
@@ -78,7 +95,14 @@ def _labelled_images(args: argparse.Namespace, split: str | None):
     return data
 
 
+def _check_eval_arguments(args: argparse.Namespace, tokenizer: bool = True) -> None:
+    """What can be checked before any data is read or any weights are loaded: the model folder, `--output-json`."""
+    check_model_folder(args.model, "--model", image_processor=True, tokenizer=tokenizer)
+    check_output_file(args.output_json, "--output-json")
+
+
 def eval_zero_shot(args: argparse.Namespace) -> int:
+    _check_eval_arguments(args)
     if args.dataset and args.dataset.lower() not in available_datasets():
         raise ValueError(f"--dataset {args.dataset!r} has no prompts; known: {available_datasets()}")
     data = _labelled_images(args, args.split)
@@ -107,6 +131,7 @@ def eval_zero_shot(args: argparse.Namespace) -> int:
 
 
 def eval_retrieval(args: argparse.Namespace) -> int:
+    _check_eval_arguments(args)
     data = load_captioned_images(args.data, split=args.split)
     model, preprocess, tokenizer = load_model_and_processor(args.model, device=args.device)
     image_features = encode_images(model, data.images, preprocess, batch_size=args.batch_size)
@@ -115,6 +140,10 @@ def eval_retrieval(args: argparse.Namespace) -> int:
 
 
 def eval_linear_probe(args: argparse.Namespace) -> int:
+    _check_eval_arguments(args, tokenizer=False)
+    if args.train_split == args.test_split:
+        raise ValueError(f"--train-split and --test-split are both {args.train_split!r}: the probe would be tested on "
+                         "the images it was fitted on")  # fmt: skip
     model, preprocess, _ = load_model_and_processor(args.model, device=args.device)
     splits = {"train": args.train_split, "val": args.val_split, "test": args.test_split}
     features = {}
@@ -136,6 +165,9 @@ def eval_linear_probe(args: argparse.Namespace) -> int:
 
 
 def eval_compositionality(args: argparse.Namespace) -> int:
+    _check_eval_arguments(args)
+    annotations = Path(args.data)  # read as UTF-8 by the loader, whose error would name no file
+    check_utf8_lines(*(sorted(annotations.glob("*.json")) if annotations.is_dir() else [annotations]))
     data = load_sugarcrepe(args.data, args.images)
     model, preprocess, tokenizer = load_model_and_processor(args.model, device=args.device)
     image_features = encode_images(model, data.images, preprocess, batch_size=args.batch_size)  # (distinct, P)
@@ -147,11 +179,13 @@ def eval_compositionality(args: argparse.Namespace) -> int:
 
 # -------------------------------------------------------------------------------------------- parsers
 def _common_eval_arguments() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = ArgumentParser(add_help=False)
     common.add_argument("--model", required=True, help="folder of an MCDModel, CLIPModel or VisionTextDualEncoderModel")
-    common.add_argument("--batch-size", type=int, default=64, help="images or texts encoded at once")
+    common.add_argument("--batch-size", type=positive_int, default=64, help="images or texts encoded at once")
     default_device = "cuda" if torch.cuda.is_available() else "cpu"
-    common.add_argument("--device", default=default_device, help=f"torch device (default: {default_device})")
+    common.add_argument(
+        "--device", type=torch_device, default=default_device, help=f"torch device (default: {default_device})"
+    )
     common.add_argument("--output-json", help="also write the metrics and arguments to this JSON file")
     return common
 
@@ -198,7 +232,7 @@ def add_eval_parser(commands: argparse._SubParsersAction) -> None:
     probe.add_argument("--train-split", default="train")
     probe.add_argument("--val-split", help="picks the L2 strength; default: 20%% of the training split")
     probe.add_argument("--test-split", default="test")
-    probe.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iterations")
+    probe.add_argument("--max-iter", type=positive_int, default=1000, help="L-BFGS iterations")
     probe.add_argument("--seed", type=int, default=0)
     probe.set_defaults(func=eval_linear_probe)
 
@@ -212,6 +246,8 @@ def export_command(args: argparse.Namespace) -> int:
     """`mcd export`: a saved MCD folder -> a stock VisionTextDualEncoderModel folder (no custom code)."""
     from .export import export_to_vision_text_dual_encoder
 
+    check_model_folder(args.model, "--model", model_types=("mcd",), image_processor=True, tokenizer=True)
+    check_model_output(args.output_dir, args.model, args.overwrite)
     out = export_to_vision_text_dual_encoder(args.model, args.output_dir)
     print(f"wrote a VisionTextDualEncoderModel folder to {out}")
     return 0
@@ -223,6 +259,7 @@ def add_export_parser(commands) -> None:
     )
     parser.add_argument("--model", required=True, help="folder written by MCDModel.save_pretrained (+ processor)")
     parser.add_argument("--output-dir", required=True, help="where to write the VisionTextDualEncoderModel folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace a model already in --output-dir")
     parser.set_defaults(func=export_command)
 
 
@@ -258,6 +295,8 @@ def push_command(args: argparse.Namespace) -> int:
     """`mcd push`: push a saved folder (or its stock export) to the Hub."""
     from .hub import push_model
 
+    # `--stock` exports an MCDModel; the folder itself may hold any dual encoder (pushed as it is).
+    check_model_folder(args.model_dir, None, model_types=("mcd",) if args.stock else DUAL_ENCODER_TYPES)
     commit = push_model(
         args.model_dir,
         args.repo_id,
@@ -293,6 +332,8 @@ def analyze_command(args: argparse.Namespace) -> int:
     """`mcd analyze`: the teacher's misalignment ratios against what the augmented crop still shows."""
     from .analysis import analyze
 
+    check_model_folder(args.model, None, tokenizer=True)
+    check_output_folder(args.output_dir, "--output-dir")
     result, paths = analyze(
         args.model,
         args.data,
@@ -314,16 +355,19 @@ def add_analyze_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("model", help="a training checkpoint (its EMA teacher) or a saved dual encoder folder")
     parser.add_argument("--data", default="synthetic", help="'synthetic' or a captions.jsonl (its test split)")
     parser.add_argument("--output-dir", default=".", help="where the JSON and the *misalignment*.png go")
-    parser.add_argument("--samples", type=int, default=500, help="pairs analysed")
+    parser.add_argument("--samples", type=at_least(3), default=500, help="pairs analysed (at least 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the views")
-    parser.add_argument("--synthetic-image-size", type=int, default=64, help="side of the synthetic scenes")
-    parser.add_argument("--base-image-size", type=int, help="the run's --base_image_size (default: 8/7 of the model's)")
+    parser.add_argument("--synthetic-image-size", type=positive_int, default=64, help="side of the synthetic scenes")
+    parser.add_argument(
+        "--base-image-size", type=positive_int, help="the run's --base_image_size (default: 8/7 of the model's)"
+    )
     parser.set_defaults(func=analyze_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The `mcd` parser; each command adds its own sub-parser."""
-    parser = argparse.ArgumentParser(prog="mcd", description="MCD: evaluate, export, document and share models")
+    parser = ArgumentParser(prog="mcd", description="MCD: evaluate, export, document and share models")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of any error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_eval_parser(commands)
     add_export_parser(commands)
@@ -334,13 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `mcd` with `argv` (defaults to `sys.argv[1:]`) and return the exit code."""
+    """Run `mcd` with `argv` (defaults to `sys.argv[1:]`) and return the exit code: 0, or that of the error
+    ([`cli_errors.describe_error`]); a bug's exception propagates, as every one does with `--debug`."""
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, HfHubHTTPError, LocalTokenNotFoundError) as error:  # the Hub's errors name no token
-        print(f"mcd: error: {error}", file=sys.stderr)
-        return 2
+    return run_command(args.func, args, debug=args.debug)
 
 
 if __name__ == "__main__":

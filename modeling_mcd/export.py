@@ -71,15 +71,17 @@ def export_to_vision_text_dual_encoder(model_path: str | os.PathLike, output_dir
     Returns:
         `str`: `output_dir`.
     """
-    model = MCDModel.from_pretrained(model_path)
-    vtde = to_vision_text_dual_encoder(model)
-    vtde.save_pretrained(output_dir)
+    # Everything is read and converted before the first file is written: a folder that cannot be exported leaves
+    # no half export behind.
     try:
         processor = AutoProcessor.from_pretrained(model_path)
     except (OSError, ValueError) as error:
         raise ValueError(
             f"{model_path} has no processor files (save an MCDProcessor with the model): {error}"
         ) from error
+    model = MCDModel.from_pretrained(model_path)
+    vtde = to_vision_text_dual_encoder(model)
+    vtde.save_pretrained(output_dir)
     VisionTextDualEncoderProcessor(
         image_processor=processor.image_processor, tokenizer=processor.tokenizer
     ).save_pretrained(output_dir)

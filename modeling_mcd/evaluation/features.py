@@ -14,12 +14,16 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer, PreTrainedTokenizerBase
+
+#: Any of these makes a folder's tokenizer loadable (fast tokenizer, WordPiece, BPE, sentencepiece vocabularies).
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "tokenizer.model")
 
 #: Maps a list of images to `pixel_values` (B, 3, H, W), or to a mapping holding `pixel_values`.
 Preprocess = Callable[[list[Any]], "torch.Tensor | Mapping[str, torch.Tensor]"]
@@ -172,6 +176,18 @@ def encode_texts(
     return torch.cat(chunks)
 
 
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """`AutoTokenizer.from_pretrained(path)`; a local folder without any tokenizer file is a `ValueError` that says so
+    (transformers' own error asks to install sentencepiece, which would not help)."""
+    folder = Path(path)
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(
+            f"{path} has no tokenizer files ({', '.join(TOKENIZER_FILES)}): save the tokenizer with the model "
+            "(processor.save_pretrained or tokenizer.save_pretrained into the folder)"
+        )
+    return AutoTokenizer.from_pretrained(path)
+
+
 def load_model_and_processor(
     path: str, device: str | torch.device | None = None
 ) -> tuple[nn.Module, Preprocess, PreTrainedTokenizerBase]:
@@ -200,7 +216,7 @@ def load_model_and_processor(
         image_processor, tokenizer = processor.image_processor, processor.tokenizer
     except (OSError, ValueError, AttributeError, TypeError):
         image_processor = AutoImageProcessor.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = load_tokenizer(path)
     if device is not None:
         model.to(device)
     model.eval()
@@ -211,4 +227,11 @@ def load_model_and_processor(
     return model, preprocess, tokenizer
 
 
-__all__ = ["default_max_length", "encode_images", "encode_texts", "load_model_and_processor"]
+__all__ = [
+    "TOKENIZER_FILES",
+    "default_max_length",
+    "encode_images",
+    "encode_texts",
+    "load_model_and_processor",
+    "load_tokenizer",
+]
