@@ -12,6 +12,8 @@ import dataclasses
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,10 +66,30 @@ class HubTarget:
 
 
 def _safetensors_keys(path: Path) -> list[str]:
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="numpy") as handle:
-        return list(handle.keys())
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            return list(handle.keys())
+    except SafetensorError as error:
+        raise ValueError(f"{path} is truncated or not a safetensors file ({error})") from error
+
+
+@contextmanager
+def restored_on_failure(folder: str | os.PathLike, names: tuple[str, ...]) -> Iterator[None]:
+    """Give the files `names` of `folder` back their bytes (or absence) if the block raises: a push that fails
+    leaves the local folder as it was, although it re-rendered the card for the repository first."""
+    paths = [Path(folder) / name for name in names]
+    saved = {path: path.read_bytes() if path.is_file() else None for path in paths}
+    try:
+        yield
+    except BaseException:
+        for path, content in saved.items():
+            if content is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(content)
+        raise
 
 
 def check_inference_folder(folder: str | os.PathLike) -> None:
@@ -146,7 +168,8 @@ def push_model(
 
     The card of an MCD folder (or of a stock export) is re-rendered first, in place, so its snippets load from
     `repo_id`; a README.md without `training_record.json` (a card written by hand) and the folders of other
-    models are pushed as they are.
+    models are pushed as they are. If the push fails (offline, refused, interrupted), the card and the record are
+    given back their former bytes: the folder is left as it was.
 
     Args:
         model_dir (`str`): the folder (`OUTPUT_DIR/mcd-model` of a run).
@@ -163,9 +186,11 @@ def push_model(
         check_inference_folder(model_dir)
         model_type = json.loads((model_dir / "config.json").read_text()).get("model_type")
         ours = model_type in (MCDConfig.model_type, STOCK_MODEL_TYPE)
-        if ours and ((model_dir / RECORD_NAME).is_file() or not (model_dir / "README.md").is_file()):
-            refresh_model_card(model_dir, repo_id=repo_id)
-        return push_folder(model_dir, repo_id, private, token, commit_message)
+        refresh = ours and ((model_dir / RECORD_NAME).is_file() or not (model_dir / "README.md").is_file())
+        with restored_on_failure(model_dir, ("README.md", RECORD_NAME)) if refresh else nullcontext():
+            if refresh:
+                refresh_model_card(model_dir, repo_id=repo_id)
+            return push_folder(model_dir, repo_id, private, token, commit_message)
     with tempfile.TemporaryDirectory(prefix="mcd-stock-") as staging:
         export_to_vision_text_dual_encoder(model_dir, staging)
         record = dataclasses.replace(TrainingRecord.load(model_dir), repo_id=repo_id)
@@ -183,4 +208,5 @@ __all__ = [
     "check_inference_folder",
     "push_folder",
     "push_model",
+    "restored_on_failure",
 ]

@@ -4,6 +4,7 @@ the push of an exported folder, tested at the huggingface_hub boundary (`HfApi`,
 import json
 import os
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -375,3 +376,53 @@ def test_push_refuses_checkpoints_and_training_weights(tiny_model_dir, tmp_path,
         check_inference_folder(tmp_path / "ckpt")
     assert mcd(["push", tiny_model_dir, "not a repo id"]) == 2
     assert fake_hub.calls == []  # nothing was created or uploaded
+
+
+# ------------------------------------------------------------------------------- nothing lost locally
+def _folder_bytes(folder) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in Path(folder).iterdir() if path.is_file()}
+
+
+def _offline(*args, **kwargs):
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    raise OfflineModeIsEnabled("Cannot reach https://huggingface.co/api/repos/create: offline mode is enabled.")
+
+
+@pytest.mark.parametrize("fails", ["create_repo", "upload_folder"])
+def test_a_push_that_fails_leaves_the_local_folder_as_it_was(fails, tiny_model_dir, fake_hub, monkeypatch, capsys):
+    """Offline, or cut during the upload: one `mcd: error:` line (exit 1: the Hub, not the command, failed) and the
+    card and record of the folder exactly as before, although the push re-renders the card for the repository."""
+    from huggingface_hub import HfApi
+
+    write_model_card(tiny_model_dir, tiny_config(), TrainingRecord(repo_id="org/old", steps=2))
+    before = _folder_bytes(tiny_model_dir)
+    monkeypatch.setattr(HfApi, fails, _offline)
+    assert mcd(["push", tiny_model_dir, "org/new"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("mcd: error: ") and "Hugging Face Hub" in last and "nothing was pushed" in last
+    assert _folder_bytes(tiny_model_dir) == before
+
+
+def test_a_push_while_offline_in_a_real_process(tiny_model_dir, tmp_path):
+    """`HF_HUB_OFFLINE=1`: huggingface_hub's own refusal, in a process of its own, with the folder untouched."""
+    import subprocess
+    import sys
+
+    write_model_card(tiny_model_dir, tiny_config(), TrainingRecord(repo_id="org/old", steps=2))
+    before = _folder_bytes(tiny_model_dir)
+    proc = subprocess.run(
+        [sys.executable, "-m", "modeling_mcd.cli", "push", tiny_model_dir, "org/new", "--token", TOKEN],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"),
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        timeout=300,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and TOKEN not in proc.stderr + proc.stdout
+    assert proc.stderr.strip().splitlines()[-1].startswith("mcd: error: ")
+    assert _folder_bytes(tiny_model_dir) == before
+
