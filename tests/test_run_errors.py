@@ -175,22 +175,22 @@ def test_a_run_that_takes_no_step_fails_and_exports_nothing(tmp_path, monkeypatc
 
 
 # ------------------------------------------------------------------------------- evaluation after the save
-def test_a_failed_final_evaluation_keeps_the_trained_model(tmp_path):
+def test_a_failed_final_evaluation_keeps_the_trained_model(tmp_path, monkeypatch):
+    """An evaluation image that became unreadable while the run trained: the final evaluation fails, the trained
+    model is saved all the same, with its processor and a card (without metrics), and the error names both."""
     run_mcd = _load_script()
-    folder = tmp_path / "eval"
-    folder.mkdir()
-    Image.new("RGB", (20, 20), (200, 0, 0)).save(folder / "a.png")
-    captions = folder / "captions.jsonl"
-    rows = [{"file_name": "a.png", "captions": ["a red square"], "split": "test"}]
-    rows.append({"file_name": "missing.png", "captions": ["a blue circle"], "split": "test"})
-    captions.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    def unreadable(*args, **kwargs):
+        raise ValueError("cannot read image /data/eval/missing.png: missing_file: no such file")
+
+    monkeypatch.setattr(run_mcd, "run_tasks", unreadable)
     out = tmp_path / "run"
-    args = [*TINY_RUN, "--output_dir", str(out), "--eval_synthetic", "false", "--eval_retrieval_file", str(captions)]
     with pytest.raises(Exception, match=r"missing\.png") as failure:
-        run_mcd.main(args)
+        run_mcd.main([*TINY_RUN, "--output_dir", str(out), "--eval_max_samples", "6"])
     export = out / "mcd-model"
     assert (export / "model.safetensors").is_file() and (export / "tokenizer.json").is_file()
-    assert "steps: 3" in (export / "README.md").read_text()  # the card, written without metrics
+    assert "steps: 3" in (export / "README.md").read_text()  # the card is written ...
+    assert not (out / "eval_results.json").exists()  # ... without metrics, as there are none
     assert str(export) in str(failure.value)
 
 
