@@ -20,7 +20,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers import AutoConfig, PretrainedConfig
 
 from .configuration_mcd import MCDConfig
-from .run_record import TrainingRecord, check_repo_id
+from .run_record import RECORD_NAME, TrainingRecord, check_repo_id
 
 if TYPE_CHECKING:  # the training side is not needed to render a card or push a folder
     pass
@@ -273,6 +273,8 @@ def write_model_card(
 
 
 def _card_config(folder: str | os.PathLike) -> PretrainedConfig:
+    if not Path(folder).is_dir():
+        raise ValueError(f"{folder} {'is a file, not a model folder' if Path(folder).exists() else 'does not exist'}")
     if not (Path(folder) / "config.json").is_file():
         raise ValueError(
             f"{folder}: no config.json; give a folder written by save_pretrained (e.g. OUTPUT_DIR/mcd-model)"
@@ -295,6 +297,10 @@ def refresh_model_card(
     r"""
     Render (or re-render) the card of a saved folder from its config and `training_record.json`.
 
+    The record is what the card is rendered from: a folder whose card has no record next to it (a card written by
+    hand, or a record deleted) is refused, and its card left as it is, since a render without the record would drop
+    what the card says about the run. A folder with neither gets a first card and an empty record.
+
     Args:
         folder (`str`): an `MCDModel` folder (or its stock export).
         results (`Sequence[str]`, *optional*): evaluation JSON files to add (see [`load_results`]).
@@ -305,6 +311,12 @@ def refresh_model_card(
         `str`: the path of the written `README.md` (the updated record is saved next to it).
     """
     config = _card_config(folder)
+    if (Path(folder) / "README.md").is_file() and not (Path(folder) / RECORD_NAME).is_file():
+        raise ValueError(
+            f"{folder} has no {RECORD_NAME}, the record its README.md is rendered from: the card is left as it is "
+            f"(re-rendering it without the record would drop what it says about the run); restore {RECORD_NAME}, "
+            "or move README.md away to start a new card"
+        )
     record = TrainingRecord.load(folder)
     for path in results:
         record.add_results(*load_results(path))

@@ -232,6 +232,8 @@ def test_bad_files_and_folders_in_options_are_one_error_line(folders, data, tmp_
     latin.write_bytes('["caf\xe9", "tea"]'.encode("latin-1"))
     assert_one_error_line([*argv["eval zero-shot"], "--classnames", str(latin)], capsys, str(latin), "UTF-8")
     assert_one_error_line(["card", folders["good"], "--results", folder], capsys, "--results", folder)
+    assert_one_error_line(["card", folders["missing"]], capsys, folders["missing"], "does not exist")
+    assert_one_error_line(["card", folders["a-file"]], capsys, folders["a-file"], "is a file")
     assert_one_error_line(["analyze", folders["good"], "--output-dir", folders["a-file"]], capsys, "is a file")
 
 

@@ -383,6 +383,28 @@ def _folder_bytes(folder) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in Path(folder).iterdir() if path.is_file()}
 
 
+def test_mcd_card_without_a_record_never_shrinks_the_card(tiny_model_dir, tmp_path, capsys):
+    """The record is what the card is rendered from: without it a re-render would drop the recipe, the compute and
+    the results. The command refuses, naming the missing record, and leaves the card byte for byte."""
+    write_model_card(tiny_model_dir, tiny_config(), _run_record(steps=400, command="python train.py", compute={
+        "device": "cuda", "num_processes": 8, "precision": "bf16", "train_runtime_s": 3600.0}))  # fmt: skip
+    card = os.path.join(tiny_model_dir, "README.md")
+    before = _folder_bytes(tiny_model_dir)["README.md"]
+    os.remove(os.path.join(tiny_model_dir, "training_record.json"))
+    results = tmp_path / "eval.json"
+    results.write_text(json.dumps({"task": "zero-shot", "args": {"data": "/d/cifar10/test"}, "metrics": {"top1": 0.5}}))
+    for extra in ([], ["--results", str(results)], ["--repo-id", "org/other"]):
+        assert mcd(["card", tiny_model_dir, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("mcd: error: ") and "training_record.json" in err and "README.md" in err
+        assert _folder_bytes(tiny_model_dir)["README.md"] == before
+    assert not os.path.exists(os.path.join(tiny_model_dir, "training_record.json"))
+    # A folder with neither gets a first card (there is nothing to lose), and its record.
+    os.remove(card)
+    assert mcd(["card", tiny_model_dir]) == 0 and os.path.isfile(card)
+    capsys.readouterr()
+
+
 def _offline(*args, **kwargs):
     from huggingface_hub.errors import OfflineModeIsEnabled
 
