@@ -12,7 +12,9 @@ the training views (`MCDViews`, seeded), and puts it next to the physical misali
 
 A teacher that learned the misalignment gives a negative rank correlation: less left in the crop, augmented view
 further from the caption. The same numbers for a model without a teacher (an exported `MCDModel`, a `CLIPModel`)
-use the model itself as the encoder, which is the baseline to compare with.
+use the model itself as the encoder, which is the baseline to compare with. A checkpoint of a run whose objective
+never read the teacher (`clip`, `mpnce`) still holds one, never updated since it was copied from the initial
+student: its student is analysed instead, and the result says so (`encoder="student"`, `note`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,10 @@ class MisalignmentResult:
         log_ratios (`list[float]`): `log d(v̄, ū̃) − log d(v̄, ū)` for each pair.
         misalignment (`list[float]`): what the augmented view still shows (visible fraction or crop overlap).
         measure (`str`): `"visible_fraction"` or `"crop_overlap"`.
-        encoder (`str`): `"teacher"` (an EMA teacher) or `"model"` (a dual encoder without one).
+        encoder (`str`): `"teacher"` (an EMA teacher), `"student"` (the student of a checkpoint whose teacher was
+            never trained) or `"model"` (a dual encoder without a teacher).
+        note (`str`, *optional*): why the encoder is not the one asked for.
+        model (`str`, *optional*), data (`str`, *optional*): what was analysed, kept in the JSON.
     """
 
     log_ratios: list[float]
@@ -49,14 +54,20 @@ class MisalignmentResult:
     measure: str
     encoder: str
     spearman: float = field(init=False)
+    note: str | None = None
+    model: str | None = None
+    data: str | None = None
 
     def __post_init__(self):
         self.spearman = spearman(self.log_ratios, self.misalignment)
 
     def to_dict(self) -> dict:
         return {
+            "model": self.model,
+            "data": self.data,
             "measure": self.measure,
             "encoder": self.encoder,
+            "note": self.note,
             "num_pairs": len(self.log_ratios),
             "spearman": self.spearman,
             "log_ratios": self.log_ratios,
@@ -75,9 +86,16 @@ def spearman(x: list[float], y: list[float]) -> float:
     return float(spearmanr(x, y).statistic)
 
 
-def _image_encoder(model: nn.Module):
-    """(B, 3, S, S) -> (B, P) normalised: the EMA teacher of a pretraining model, else the model's own tower."""
+def _encoder_name(model: nn.Module, use_teacher: bool) -> str:
     if isinstance(model, MCDForPreTraining):
+        return "teacher" if use_teacher else "student"
+    return "model"
+
+
+def _image_encoder(model: nn.Module, use_teacher: bool = True):
+    """(B, 3, S, S) -> (B, P) normalised: the EMA teacher of a pretraining model (unless `use_teacher=False`: its
+    student), else the model's own tower."""
+    if isinstance(model, MCDForPreTraining) and use_teacher:
         config = model.config
 
         def teacher(pixel_values):
@@ -89,17 +107,19 @@ def _image_encoder(model: nn.Module):
 
         return teacher, "teacher"
 
+    target = model.mcd if isinstance(model, MCDForPreTraining) else model
+
     def own(pixel_values):
-        out = model.get_image_features(pixel_values=pixel_values)
+        out = target.get_image_features(pixel_values=pixel_values)
         return nn.functional.normalize(getattr(out, "pooler_output", out), dim=-1)
 
-    return own, "model"
+    return own, _encoder_name(model, use_teacher)
 
 
-def _text_encoder(model: nn.Module):
+def _text_encoder(model: nn.Module, use_teacher: bool = True):
     """Token ids -> (B, P) normalised text embeddings: v̄ (the student's v, or the EMA text tower's)."""
     target = model.mcd if isinstance(model, MCDForPreTraining) else model
-    if isinstance(model, MCDForPreTraining) and model.teacher_text == "ema":
+    if isinstance(model, MCDForPreTraining) and model.teacher_text == "ema" and use_teacher:
         return lambda **inputs: model._teacher_text_embeds(
             inputs["input_ids"], inputs.get("attention_mask"), inputs.get("token_type_ids")
         )
@@ -120,6 +140,7 @@ def log_distance_ratios(
     views: MCDViews,
     seed: int = 0,
     batch_size: int = 64,
+    use_teacher: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""
     The teacher's (or the model's) `log d(v̄, ū̃) − log d(v̄, ū)` for each pair, and the pairs' augmented crop boxes.
@@ -132,14 +153,16 @@ def log_distance_ratios(
         views (`MCDViews`): the training views (same crop scales as the run).
         seed (`int`, *optional*): the views' seed; the whole set is one global batch of the views.
         batch_size (`int`, *optional*): pairs encoded at once.
+        use_teacher (`bool`, *optional*, defaults to `True`): `False` encodes with the student of an
+            `MCDForPreTraining` (its teacher was never trained).
 
     Returns:
         `(log_ratios (N,), aug_boxes (N, 4), overlap (N,))`: the boxes in base-image pixels, and the share of the
         original view the augmented one still shows (`augmentation.crop_overlap`).
     """
     model.eval()
-    encode_image, _ = _image_encoder(model)
-    encode_text = _text_encoder(model)
+    encode_image, _ = _image_encoder(model, use_teacher)
+    encode_text = _text_encoder(model, use_teacher)
     accepted = {"input_ids", "attention_mask", "token_type_ids"}
     ratios, boxes, overlaps = [], [], []
     total = images.shape[0]
@@ -158,28 +181,42 @@ def log_distance_ratios(
 
 
 def synthetic_misalignment(
-    model: nn.Module, tokenizer, config, views: MCDViews, base_size: int, num_samples: int = 500, seed: int = 0
+    model: nn.Module,
+    tokenizer,
+    config,
+    views: MCDViews,
+    base_size: int,
+    num_samples: int = 500,
+    seed: int = 0,
+    use_teacher: bool = True,
 ) -> MisalignmentResult:
     """On the synthetic test scenes: the log ratios against the visible fraction of the described objects."""
     from .synthetic import render_sample, visible_fraction
 
     samples = [render_sample(config, "test", i) for i in range(num_samples)]
     images = torch.stack([resize_center_crop(sample["image"], base_size) for sample in samples])  # (N, 3, B, B)
-    ratios, aug_boxes, _ = log_distance_ratios(model, tokenizer, images, [s["caption"] for s in samples], views, seed)
+    captions = [s["caption"] for s in samples]
+    ratios, aug_boxes, _ = log_distance_ratios(model, tokenizer, images, captions, views, seed, use_teacher=use_teacher)
     scale = config.image_size / base_size  # the scenes are square: the base image is a plain rescale
     visible = [
         visible_fraction(sample["objects"], tuple(float(v) * scale for v in box))
         for sample, box in zip(samples, aug_boxes.tolist())
     ]
-    return MisalignmentResult(ratios.tolist(), visible, "visible_fraction", _image_encoder(model)[1])
+    return MisalignmentResult(ratios.tolist(), visible, "visible_fraction", _encoder_name(model, use_teacher))
 
 
 def crop_misalignment(
-    model: nn.Module, tokenizer, images: torch.Tensor, captions: list[str], views: MCDViews, seed: int = 0
+    model: nn.Module,
+    tokenizer,
+    images: torch.Tensor,
+    captions: list[str],
+    views: MCDViews,
+    seed: int = 0,
+    use_teacher: bool = True,
 ) -> MisalignmentResult:
     """On any captioned images: the log ratios against the overlap of the two crop boxes."""
-    ratios, _, overlap = log_distance_ratios(model, tokenizer, images, captions, views, seed)
-    return MisalignmentResult(ratios.tolist(), overlap.tolist(), "crop_overlap", _image_encoder(model)[1])
+    ratios, _, overlap = log_distance_ratios(model, tokenizer, images, captions, views, seed, use_teacher=use_teacher)
+    return MisalignmentResult(ratios.tolist(), overlap.tolist(), "crop_overlap", _encoder_name(model, use_teacher))
 
 
 def save_result(result: MisalignmentResult, output_dir: str | Path, name: str) -> dict[str, str]:
@@ -189,9 +226,9 @@ def save_result(result: MisalignmentResult, output_dir: str | Path, name: str) -
     Returns:
         `dict` with the paths written.
     """
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    json_path = output_dir / f"{name}_misalignment.json"
+    paths = result_paths(output_dir, name)
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    json_path, png_path = Path(paths["json"]), Path(paths["png"])
     json_path.write_text(json.dumps(result.to_dict(), indent=1) + "\n")
     import matplotlib
 
@@ -213,24 +250,65 @@ def save_result(result: MisalignmentResult, output_dir: str | Path, name: str) -
     rho = "n/a" if math.isnan(result.spearman) else f"{result.spearman:.3f}"
     axis.set_title(f"{name}: Spearman {rho} ({len(x)} pairs)")
     figure.tight_layout()
-    png_path = output_dir / f"{name}_misalignment.png"
     figure.savefig(png_path, dpi=120)
     plt.close(figure)
-    return {"json": str(json_path), "png": str(png_path)}
+    return paths
+
+
+def result_paths(output_dir: str | Path, name: str) -> dict[str, str]:
+    """The files [`save_result`] writes for `name`."""
+    return {kind: str(Path(output_dir) / f"{name}_misalignment.{kind}") for kind in ("json", "png")}
 
 
 def load_for_analysis(path: str | Path) -> tuple[nn.Module, object]:
     """A training checkpoint (its EMA teacher is analysed) or any saved dual encoder, and its tokenizer."""
     from safetensors import safe_open
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
+
+    from .evaluation.features import load_tokenizer
 
     weights = Path(path) / "model.safetensors"
     keys = list(safe_open(str(weights), "pt").keys()) if weights.is_file() else []
     if any(key.startswith("teacher_") for key in keys):
-        model = MCDForPreTraining.from_pretrained(path)
+        # A run with `--teacher_text ema` saved a teacher text tower too: build the model that holds it.
+        teacher_text = "ema" if any(key.startswith("teacher_text_model.") for key in keys) else "stopgrad"
+        model = MCDForPreTraining.from_pretrained(path, teacher_text=teacher_text)
     else:
         model = AutoModel.from_pretrained(path, use_safetensors=True)
-    return model.eval(), AutoTokenizer.from_pretrained(path)
+    return model.eval(), load_tokenizer(path)
+
+
+def teacher_was_trained(path: str | Path) -> bool | None:
+    r"""
+    Whether the EMA teacher of a training checkpoint was ever updated, read from the Trainer's log in
+    `trainer_state.json`: every training log of an objective that reads the teacher holds the EMA `momentum` (or a
+    distillation term); `clip` and `mpnce` runs log neither, and their teacher is still the initial student.
+
+    Returns:
+        `True`, `False`, or `None` when the checkpoint holds no training log to tell.
+    """
+    state = Path(path) / "trainer_state.json"
+    try:
+        history = json.loads(state.read_text(encoding="utf-8")).get("log_history", [])
+    except (OSError, ValueError, AttributeError):
+        return None
+    training_logs = [entry for entry in history if isinstance(entry, dict) and "loss" in entry]
+    if not training_logs:
+        return None
+    return any("momentum" in entry or "distill_loss" in entry for entry in training_logs)
+
+
+def output_name(path: str | Path, data: str, encoder: str) -> str:
+    """`<run>-<folder>_<data>_<encoder>`: the checkpoints of two runs (`run-a/checkpoint-4`, `run-b/checkpoint-4`)
+    and the teacher and student of one never share a name."""
+    folder = Path(path).resolve()
+    model = f"{folder.parent.name}-{folder.name}" if folder.parent.name else folder.name
+    if data == "synthetic":
+        source = "synthetic"
+    else:
+        source = Path(data).resolve()
+        source = source.name if source.is_dir() else source.parent.name
+    return f"{model}_{source}_{encoder}"
 
 
 def analyze(
@@ -243,6 +321,7 @@ def analyze(
     image_mean: tuple[float, ...] = (0.5, 0.5, 0.5),
     image_std: tuple[float, ...] = (0.5, 0.5, 0.5),
     base_image_size: int | None = None,
+    overwrite: bool = False,
 ) -> tuple[MisalignmentResult, dict[str, str]]:
     r"""
     `mcd analyze`: the misalignment analysis of a checkpoint or a saved model on `data`, written to `output_dir`.
@@ -258,8 +337,23 @@ def analyze(
         image_mean, image_std: the views' normalisation (the run's image processor's).
         base_image_size (`int`, *optional*): the run's `--base_image_size`; default: the training script's default,
             8/7 of the model's image size.
+        overwrite (`bool`, *optional*): replace the files of an earlier analysis of the same name; without it they
+            are a `ValueError`, raised before anything is computed.
     """
     model, tokenizer = load_for_analysis(path)
+    use_teacher, note = True, None
+    if isinstance(model, MCDForPreTraining) and teacher_was_trained(path) is False:
+        use_teacher = False
+        note = (
+            f"{path} was trained without a teacher term (objective clip or mpnce: its Trainer log holds no EMA "
+            "momentum), so its teacher is the untrained initial copy: the student is analysed instead"
+        )
+    name = output_name(path, data, _encoder_name(model, use_teacher))
+    existing = [p for p in (result_paths(output_dir, name).values()) if Path(p).exists()]
+    if existing and not overwrite:
+        raise ValueError(
+            f"{existing[0]} exists (an earlier analysis); give another --output-dir, or --overwrite to replace it"
+        )
     config = model.config
     image_size = config.vision_config.image_size
     base_size = base_image_size or int(round(image_size * 8 / 7))  # the training script's default base size
@@ -270,7 +364,7 @@ def analyze(
         synthetic = SyntheticConfig(
             image_size=synthetic_image_size, num_train=1, num_validation=1, num_test=num_samples
         )
-        result = synthetic_misalignment(model, tokenizer, synthetic, views, base_size, num_samples, seed)
+        result = synthetic_misalignment(model, tokenizer, synthetic, views, base_size, num_samples, seed, use_teacher)
     else:
         from .evaluation.data import load_captioned_images
 
@@ -280,8 +374,8 @@ def analyze(
         for caption, image in zip(captioned.captions, captioned.text_to_image.tolist()):
             first.setdefault(image, caption)
         images = torch.stack([resize_center_crop(captioned.images[i].convert("RGB"), base_size) for i in range(count)])
-        result = crop_misalignment(model, tokenizer, images, [first[i] for i in range(count)], views, seed)
-    name = f"{Path(path).name}_{'synthetic' if data == 'synthetic' else Path(data).parent.name}"
+        result = crop_misalignment(model, tokenizer, images, [first[i] for i in range(count)], views, seed, use_teacher)
+    result.note, result.model, result.data = note, str(path), str(data)
     return result, save_result(result, output_dir, name)
 
 
@@ -291,7 +385,10 @@ __all__ = [
     "load_for_analysis",
     "crop_misalignment",
     "log_distance_ratios",
+    "output_name",
+    "result_paths",
     "save_result",
     "spearman",
     "synthetic_misalignment",
+    "teacher_was_trained",
 ]

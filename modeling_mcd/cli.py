@@ -8,7 +8,7 @@
     mcd export --model PATH --output-dir STOCK_FOLDER
     mcd card MODEL_DIR [--results eval.json ...] [--repo-id org/name]
     mcd push MODEL_DIR org/name [--private] [--token TOKEN] [--commit-message MSG] [--stock]
-    mcd analyze MODEL_DIR [--data synthetic|captions.jsonl] [--output-dir DIR]
+    mcd analyze MODEL_DIR [--data synthetic|captions.jsonl] [--output-dir DIR] [--overwrite]
 
 Every `eval` task takes `--batch-size`, `--device` and `--output-json`, prints a table of its metrics and returns
 0. A model folder may hold an `MCDModel`, a `CLIPModel` or a `VisionTextDualEncoderModel`. A user mistake ends any command in one `mcd: error: ...` line (exit code 2; 1 when
@@ -342,7 +342,10 @@ def analyze_command(args: argparse.Namespace) -> int:
         args.seed,
         args.synthetic_image_size,
         base_image_size=args.base_image_size,
+        overwrite=args.overwrite,
     )
+    if result.note:
+        print(f"mcd analyze: {result.note}")
     print(f"{result.encoder} log distance ratio vs {result.measure}: Spearman {result.spearman:.4f} over "
           f"{len(result.log_ratios)} pairs; wrote {paths['json']} and {paths['png']}")  # fmt: skip
     return 0
@@ -352,9 +355,16 @@ def add_analyze_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "analyze", help="misalignment analysis: the teacher's log distance ratios vs what the crop still shows"
     )
-    parser.add_argument("model", help="a training checkpoint (its EMA teacher) or a saved dual encoder folder")
+    parser.add_argument(
+        "model",
+        help="a training checkpoint (its EMA teacher; the student when the run trained no teacher) or a saved dual "
+        "encoder folder",
+    )
     parser.add_argument("--data", default="synthetic", help="'synthetic' or a captions.jsonl (its test split)")
-    parser.add_argument("--output-dir", default=".", help="where the JSON and the *misalignment*.png go")
+    parser.add_argument(
+        "--output-dir", default=".", help="where <run>-<folder>_<data>_<encoder>_misalignment.json and .png go"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace the files of an earlier analysis")
     parser.add_argument("--samples", type=at_least(3), default=500, help="pairs analysed (at least 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the views")
     parser.add_argument("--synthetic-image-size", type=positive_int, default=64, help="side of the synthetic scenes")

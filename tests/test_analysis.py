@@ -86,7 +86,8 @@ def test_mcd_analyze_on_a_checkpoint_and_on_a_saved_model(teacher_model, tiny_mo
         ["analyze", str(checkpoint), "--samples", "12", "--synthetic-image-size", "32", "--output-dir", str(tmp_path)]
     )
     assert code == 0 and "teacher log distance ratio vs visible_fraction" in capsys.readouterr().out
-    assert (tmp_path / "checkpoint-7_synthetic_misalignment.png").is_file()
+    # named after the run folder too (with no Trainer log to tell, the teacher is taken as trained)
+    assert (tmp_path / f"{tmp_path.name}-checkpoint-7_synthetic_teacher_misalignment.png").is_file()
 
     captions = tmp_path / "data" / "captions.jsonl"
     captions.parent.mkdir()
@@ -97,5 +98,70 @@ def test_mcd_analyze_on_a_checkpoint_and_on_a_saved_model(teacher_model, tiny_mo
     captions.write_text("\n".join(rows) + "\n")
     code = mcd(["analyze", tiny_model_dir, "--data", str(captions), "--output-dir", str(tmp_path)])
     assert code == 0 and "model log distance ratio vs crop_overlap" in capsys.readouterr().out
-    written = json.loads((tmp_path / "mcd-tiny_data_misalignment.json").read_text())
+    written = json.loads((tmp_path / f"{tmp_path.name}-mcd-tiny_data_model_misalignment.json").read_text())
+    assert written["model"] == tiny_model_dir and written["data"] == str(captions) and written["encoder"] == "model"
     assert written["num_pairs"] == 5 and all(0.0 <= v <= 1.0 for v in written["misalignment"])
+
+
+def _checkpoint(model: MCDForPreTraining, folder, log_history: list[dict]):
+    """A Trainer checkpoint as a run leaves it: weights, tokenizer and the Trainer's state with its log."""
+    model.save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": 4, "log_history": log_history}))
+    return folder
+
+
+CLIP_LOG = [{"contrastive_loss": 2.9, "loss": 2.9, "step": 4}]  # what `--objective clip` logs: no EMA momentum
+MCD_LOG = [{"contrastive_loss": 9.6, "distill_loss": 0.003, "loss": 9.7, "momentum": 0.998, "step": 4}]
+
+
+def test_a_checkpoint_trained_without_a_teacher_is_analysed_as_its_student(teacher_model, tmp_path, capsys):
+    """`--objective clip` (or mpnce) never updates the teacher: its ratios would be those of the initial copy, so
+    the student is analysed, said so, and labelled `student` in the line, the JSON, the plot and the file names."""
+    from modeling_mcd.cli import main as mcd
+
+    checkpoint = _checkpoint(teacher_model, tmp_path / "clip-run" / "checkpoint-4", CLIP_LOG)
+    argv = ["analyze", str(checkpoint), "--samples", "12", "--synthetic-image-size", "32", "--output-dir"]
+    assert mcd([*argv, str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "trained without a teacher" in out and "the student is analysed" in out
+    assert "student log distance ratio vs visible_fraction" in out
+    (written,) = (tmp_path / "out").glob("*.json")
+    assert "student" in written.name and (tmp_path / "out" / written.name.replace(".json", ".png")).is_file()
+    result = json.loads(written.read_text())
+    assert result["encoder"] == "student" and "trained without a teacher" in result["note"]
+
+    # The numbers are the student's: the same as those of the student saved on its own.
+    views = MCDViews(TINY_IMAGE_SIZE, (0.5,) * 3, (0.5,) * 3)
+    config = SyntheticConfig(image_size=32, num_train=1, num_validation=1, num_test=12)
+    student = synthetic_misalignment(teacher_model.mcd, tiny_tokenizer(), config, views, base_size=34, num_samples=12)
+    assert result["log_ratios"] == pytest.approx(student.log_ratios, rel=1e-4, abs=1e-5)
+
+    mcd_run = _checkpoint(teacher_model, tmp_path / "mcd-run" / "checkpoint-4", MCD_LOG)
+    assert mcd([*argv[:1], str(mcd_run), *argv[2:], str(tmp_path / "out")]) == 0
+    assert "teacher log distance ratio" in capsys.readouterr().out
+
+
+def test_two_runs_checkpoints_never_overwrite_each_other(teacher_model, tmp_path, capsys):
+    """`run-a/checkpoint-4` and `run-b/checkpoint-4` into one folder: two results; a third analysis whose files
+    exist is refused (nothing written) unless `--overwrite`."""
+    from modeling_mcd.cli import main as mcd
+
+    out = tmp_path / "analysis"
+    argv = ["--samples", "12", "--synthetic-image-size", "32", "--output-dir", str(out)]
+    results = {}
+    for run, seed in (("run-a", 0), ("run-b", 1)):
+        checkpoint = _checkpoint(teacher_model, tmp_path / run / "checkpoint-4", MCD_LOG)
+        assert mcd(["analyze", str(checkpoint), *argv, "--seed", str(seed)]) == 0
+        results[run] = json.loads(next(out.glob(f"*{run}*checkpoint-4*.json")).read_text())
+    capsys.readouterr()
+    assert len(list(out.glob("*.json"))) == 2 and len(list(out.glob("*.png"))) == 2
+    assert results["run-a"]["log_ratios"] != results["run-b"]["log_ratios"]
+
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    again = ["analyze", str(tmp_path / "run-a" / "checkpoint-4"), *argv, "--seed", "5"]
+    assert mcd(again) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("mcd: error: ") and "--overwrite" in err and "exists" in err
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    assert mcd([*again, "--overwrite"]) == 0
