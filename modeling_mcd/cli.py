@@ -10,8 +10,9 @@
     mcd push MODEL_DIR org/name [--private] [--token TOKEN] [--commit-message MSG] [--stock]
     mcd analyze MODEL_DIR [--data synthetic|captions.jsonl] [--output-dir DIR] [--overwrite]
 
-Every `eval` task takes `--batch-size`, `--device` and `--output-json`, prints a table of its metrics and returns
-0. A model folder may hold an `MCDModel`, a `CLIPModel` or a `VisionTextDualEncoderModel`. A user mistake ends any command in one `mcd: error: ...` line (exit code 2; 1 when
+Every `eval` task takes `--batch-size`, `--device` and `--output-json`, prints a table of its metrics with the
+chance level of each and returns 0. A model folder may hold an `MCDModel`, a `CLIPModel` or a
+`VisionTextDualEncoderModel`. A user mistake ends any command in one `mcd: error: ...` line (exit code 2; 1 when
 the Hub cannot be reached), a bug in a traceback; `mcd --debug` shows the traceback of every error
 (`modeling_mcd.cli_errors`).
 
@@ -57,19 +58,21 @@ from .evaluation import (
     zero_shot_metrics,
 )
 from .evaluation.data import ON_BAD_IMAGE_CHOICES
-from .evaluation.report import format_metrics
+from .evaluation.report import eval_chance, format_metrics
 from .evaluation.templates import available_datasets, check_templates
 
 
 # ------------------------------------------------------------------------------------------- output
-def report(args: argparse.Namespace, task: str, metrics: dict) -> int:
-    """Print the metrics and write them, with the run's arguments, to `--output-json`."""
-    print(format_metrics(f"mcd eval {task}: {args.model}", metrics))
+def report(args: argparse.Namespace, task: str, metrics: dict, num_classes: int | None = None) -> int:
+    """Print the metrics next to their chance levels, and write both, with the run's arguments, to `--output-json`."""
+    chance = eval_chance(task, metrics, num_classes)
+    print(format_metrics(f"mcd eval {task}: {args.model}", metrics, chance))
     if args.output_json:
         settings = {key: value for key, value in vars(args).items() if key != "func"}
         path = Path(args.output_json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"task": task, "args": settings, "metrics": metrics}, indent=2) + "\n")
+        result = {"task": task, "args": settings, "metrics": metrics, "chance": chance}
+        path.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
@@ -121,18 +124,22 @@ def eval_zero_shot(args: argparse.Namespace) -> int:
         )
     if len(classnames) <= int(data.labels.max()):
         raise ValueError(f"{len(classnames)} class names, but the labels reach {int(data.labels.max())}")
+    if len(classnames) < 2:  # one class: every image is right, and the accuracy says nothing
+        raise ValueError(f"zero-shot classification needs at least 2 classes; {source} gives {len(classnames)}")
     templates = _read_string_list(args.templates, "templates") if args.templates else list(get_templates(args.dataset))
     check_templates(templates, source="--templates" if args.templates else "templates")
 
     model, preprocess, tokenizer = load_model_and_processor(args.model, device=args.device)
     classifier = build_zero_shot_classifier(model, tokenizer, classnames, templates, batch_size=args.batch_size)
     image_features = encode_images(model, data.images, preprocess, batch_size=args.batch_size)
-    return report(args, "zero-shot", zero_shot_metrics(image_features, classifier, data.labels))
+    return report(args, "zero-shot", zero_shot_metrics(image_features, classifier, data.labels), len(classnames))
 
 
 def eval_retrieval(args: argparse.Namespace) -> int:
     _check_eval_arguments(args)
     data = load_captioned_images(args.data, split=args.split)
+    if len(data.images) < 2:  # one image: every caption finds it, and the recall says nothing
+        raise ValueError(f"retrieval needs at least 2 images; {args.data} (split {args.split}) has {len(data.images)}")
     model, preprocess, tokenizer = load_model_and_processor(args.model, device=args.device)
     image_features = encode_images(model, data.images, preprocess, batch_size=args.batch_size)
     text_features = encode_texts(model, tokenizer, data.captions, batch_size=args.batch_size)
@@ -146,11 +153,15 @@ def eval_linear_probe(args: argparse.Namespace) -> int:
                          "the images it was fitted on")  # fmt: skip
     model, preprocess, _ = load_model_and_processor(args.model, device=args.device)
     splits = {"train": args.train_split, "val": args.val_split, "test": args.test_split}
-    features = {}
+    features, num_classes = {}, None
     for name, split in splits.items():
         if split is None:
             continue
         data = _labelled_images(args, split)
+        if name == "train":
+            num_classes = data.num_classes or int(data.labels.max()) + 1
+            if num_classes < 2:
+                raise ValueError(f"a linear probe needs at least 2 classes; split {split!r} has {num_classes}")
         features[name] = (encode_images(model, data.images, preprocess, batch_size=args.batch_size), data.labels)
     val_features, val_labels = features.get("val", (None, None))
     metrics = linear_probe_metrics(
@@ -161,7 +172,7 @@ def eval_linear_probe(args: argparse.Namespace) -> int:
         max_iter=args.max_iter,
         seed=args.seed,
     )
-    return report(args, "linear-probe", metrics)
+    return report(args, "linear-probe", metrics, num_classes)
 
 
 def eval_compositionality(args: argparse.Namespace) -> int:

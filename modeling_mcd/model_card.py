@@ -98,7 +98,8 @@ def load_results(path: str | os.PathLike) -> tuple[dict[str, float], dict[str, f
     r"""
     Read evaluation results for a card: the JSON that `mcd eval ... --output-json` writes, or a run's
     `eval_results.json` / `all_results.json` (metrics named `{dataset}_{kind}_{metric}`, chance levels
-    prefixed `chance_`; other entries such as `train_runtime` are left out).
+    prefixed `chance_`; other entries such as `train_runtime` are left out). The chance levels `mcd eval` saves
+    come along.
 
     Returns:
         `(metrics, chance, splits)` as [`TrainingRecord`] holds them.
@@ -119,7 +120,12 @@ def load_results(path: str | os.PathLike) -> tuple[dict[str, float], dict[str, f
             for name, value in data["metrics"].items()
             if not name.startswith("num_") and isinstance(value, (int, float))
         }
-        return metrics, {}, {f"{dataset}_{kind}": split}
+        chance = {
+            f"{dataset}_{kind}_{name}": float(value)
+            for name, value in (data.get("chance") or {}).items()
+            if f"{dataset}_{kind}_{name}" in metrics and isinstance(value, (int, float))
+        }
+        return metrics, chance, {f"{dataset}_{kind}": split}
     metrics, chance = {}, {}
     for name, value in data.items():
         target, name = (chance, name[len("chance_") :]) if name.startswith("chance_") else (metrics, name)

@@ -239,3 +239,68 @@ def test_zero_shot_uses_every_image_and_names_what_it_cannot_read(model_dirs, tm
     (tmp_path / "empty").mkdir()
     assert main([*argv[:-1], str(tmp_path / "empty")]) == 2
     assert f"mcd: error: no images in {tmp_path / 'empty'}" in capsys.readouterr().err
+
+
+def _table(out: str) -> dict[str, list[str]]:
+    """The rows of the printed metrics table: metric -> [value, chance] (chance absent for counts)."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("metric"))
+    assert lines[start].split() == ["metric", "value", "chance"]
+    return {line.split()[0]: line.split()[1:] for line in lines[start + 2 :] if line.strip()}
+
+
+@pytest.mark.parametrize("task", ["zero-shot", "retrieval", "linear-probe", "compositionality"])
+def test_every_metric_is_printed_and_saved_with_its_chance_level(task, model_dirs, data_dir, tmp_path, capsys):
+    args = {
+        "zero-shot": ["--data", str(data_dir / "colours" / "test")],
+        "retrieval": ["--data", str(data_dir / "flickr")],
+        "linear-probe": ["--data", str(data_dir / "colours"), "--max-iter", "20"],
+        "compositionality": ["--data", str(data_dir / "sugarcrepe"), "--images", str(data_dir / "flickr" / "images")],
+    }[task]
+    output = tmp_path / "m.json"
+    argv = ["eval", task, "--model", str(model_dirs["mcd"]), *args, "--device", "cpu", "--output-json", str(output)]
+    assert main(argv) == 0
+    rows = _table(capsys.readouterr().out)
+    saved = json.loads(output.read_text())
+    counts = {name for name in saved["metrics"] if name.startswith("num_") or name == "C"}
+    for name in saved["metrics"]:
+        assert len(rows[name]) == (1 if name in counts else 2), (name, rows[name])
+    assert set(saved["chance"]) == set(saved["metrics"]) - counts
+    expected = {
+        "zero-shot": {"top1": 1 / 3, "top5": 1.0, "mean_per_class_accuracy": 1 / 3},
+        "retrieval": {"text_to_image_R@1": 1 / 4, "image_to_text_R@1": 1 - 9 / 12, "text_to_image_mean_rank": 2.5},
+        "linear-probe": {"top1": 1 / 3, "val_top1": 1 / 3},
+        "compositionality": {"overall": 0.5, "replace_obj": 0.5, "category_mean": 0.5},
+    }[task]
+    for name, value in expected.items():
+        assert saved["chance"][name] == pytest.approx(value)
+        assert float(rows[name][1]) == pytest.approx(value, abs=5e-5)
+
+
+def test_fewer_than_two_classes_or_images_is_refused(model_dirs, data_dir, tmp_path, capsys):
+    """With one class every image is right, with one image every caption finds it: 100 % that measures nothing."""
+    one_class = tmp_path / "one" / "red"
+    one_class.mkdir(parents=True)
+    coloured_image(COLOURS["red"], seed=0).save(one_class / "0.png")
+    coloured_image(COLOURS["red"], seed=1).save(one_class / "1.png")
+    argv = ["eval", "zero-shot", "--model", str(model_dirs["mcd"]), "--data", str(tmp_path / "one"), "--device", "cpu"]
+    assert main(argv) == 2
+    assert "at least 2 classes" in capsys.readouterr().err
+    one_image = tmp_path / "one-image"
+    one_image.mkdir()
+    coloured_image(COLOURS["red"], seed=0).save(one_image / "0.jpg")
+    (one_image / "captions.jsonl").write_text(json.dumps({"file_name": "0.jpg", "captions": ["a red square"]}) + "\n")
+    argv = ["eval", "retrieval", "--model", str(model_dirs["mcd"]), "--data", str(one_image), "--device", "cpu"]
+    assert main(argv) == 2
+    assert "at least 2 images" in capsys.readouterr().err
+
+
+def test_mcd_card_takes_the_chance_levels_of_mcd_eval(model_dirs, data_dir, tmp_path):
+    from modeling_mcd.model_card import load_results
+
+    output = tmp_path / "zs.json"
+    data = str(data_dir / "colours" / "test")
+    argv = ["eval", "zero-shot", "--model", str(model_dirs["mcd"]), "--data", data, "--output-json", str(output)]
+    assert main([*argv, "--device", "cpu"]) == 0
+    metrics, chance, _ = load_results(output)
+    assert chance["colours_zero_shot_top1"] == pytest.approx(1 / 3) and set(chance) <= set(metrics)
