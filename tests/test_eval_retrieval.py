@@ -223,3 +223,19 @@ def test_a_utf16_caption_file_is_read(tmp_path):
     text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     (tmp_path / "captions.jsonl").write_bytes(text.encode("utf-16"))
     assert load_captioned_images(tmp_path, split=None).captions == ["caf\u00e9", "two"]
+
+
+def test_a_caption_file_named_through_dot_dot_keeps_its_images_inside(tmp_path, monkeypatch):
+    """`../data/captions.jsonl` from another folder: its `images/x.png` stay inside the file's folder."""
+    from modeling_mcd.evaluation.data import load_captioned_images
+
+    data, run = tmp_path / "data", tmp_path / "run"
+    (data / "images").mkdir(parents=True)
+    run.mkdir()
+    for k in range(2):
+        Image.new("RGB", (5, 5), (k, 0, 0)).save(data / "images" / f"{k}.png")
+    (data / "captions.jsonl").write_text(
+        "".join(json.dumps({"file_name": f"images/{k}.png", "captions": ["a", "b"]}) + "\n" for k in range(2))
+    )
+    monkeypatch.chdir(run)
+    assert len(load_captioned_images("../data/captions.jsonl", split=None).images) == 2

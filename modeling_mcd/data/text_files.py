@@ -145,6 +145,7 @@ def _caption(value: Any) -> str:
 def leaves_folder(base_dir: str, value: str) -> bool:
     """Whether the relative path `value` leads out of `base_dir` (checked on the path's text, not the disk); an
     absolute path never does: it is the file's explicit choice."""
+    base_dir = os.path.normpath(os.path.abspath(base_dir))  # "run/../data" must compare as "data"
     full = os.path.normpath(os.path.join(base_dir, value))
     return not os.path.isabs(value) and os.path.commonpath([base_dir, full]) != base_dir
 
