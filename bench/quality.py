@@ -24,6 +24,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -51,25 +52,33 @@ VARIANTS: dict[str, list[str]] = {
 #: Variants run with every seed; the others with the first seed only.
 SEEDED = ("clip", "mcd")
 
+#: Flickr8k test retrieval (1,000 images, 5,000 captions) and CIFAR-10 zero-shot.
+FLICKR8K_METRICS = [
+    *(f"flickr8k_retrieval_{direction}_R@{k}" for direction in ("image_to_text", "text_to_image") for k in (1, 5, 10)),
+    "cifar10_zero_shot_top1",
+]
+
 DATASETS: dict[str, dict[str, Any]] = {
     "flickr8k": {
         "recipe": CONFIGS / "flickr8k_lit.yaml",
         "variants": ["clip", "mpnce", "mcd_pos", "mcd_pos_neg", "mcd"],
         "flags": ["--split_column", "split"],  # train on the train split only (the default, said explicitly)
-        "metrics": [
-            "flickr8k_retrieval_image_to_text_R@1",
-            "flickr8k_retrieval_image_to_text_R@5",
-            "flickr8k_retrieval_image_to_text_R@10",
-            "flickr8k_retrieval_text_to_image_R@1",
-            "flickr8k_retrieval_text_to_image_R@5",
-            "flickr8k_retrieval_text_to_image_R@10",
-            "cifar10_zero_shot_top1",
-        ],
+        "analyze": ["--data", "../shared/data/flickr8k/captions.jsonl"],  # `mcd analyze` on its test split
+        "metrics": FLICKR8K_METRICS,
+    },
+    # bench/gpu_quality.sh: both towers from scratch, a larger ViT at 64 px, bf16 (for a lent GPU).
+    "flickr8k_gpu": {
+        "recipe": CONFIGS / "flickr8k_gpu.yaml",
+        "variants": ["clip", "mcd"],
+        "flags": [],
+        "analyze": ["--data", "../shared/data/flickr8k/captions.jsonl"],
+        "metrics": FLICKR8K_METRICS,
     },
     "synthetic": {
         "recipe": CONFIGS / "demo.yaml",
         "variants": ["clip", "mpnce", "mcd_pos", "mcd_pos_neg", "mcd", "mcd_mlm"],
         "flags": [],  # the recipe keeps its last checkpoint: the teacher, for the misalignment analysis
+        "analyze": ["--data", "synthetic", "--base-image-size", "56"],
         "metrics": [
             "synthetic_zero_shot_top1",
             "synthetic_retrieval_image_to_text_R@1",
@@ -133,14 +142,22 @@ def curve(output_dir: Path) -> list[dict[str, float]]:
     ]
 
 
-def run_one(command: list[str], output_dir: Path, log: Path) -> dict[str, Any]:
-    """Run (or read back) one training run; its record."""
+def run_one(command: list[str], output_dir: Path, log: Path, analyze: str | None = None) -> dict[str, Any]:
+    """Run (or read back) one training run; its record. With `analyze` (the data), also the misalignment analysis
+    of its checkpoints (`analyze_run`), added to a record read back that lacks it."""
     record_file = output_dir / "quality_run.json"
     shown = [str(Path(part).relative_to(ROOT)) if part.startswith(str(ROOT)) else part for part in command[1:]]
     if record_file.is_file():
         record = json.loads(record_file.read_text())
         if record.get("command") == shown:
+            if analyze and "analysis" not in record:
+                record["analysis"] = analyze_run(analyze, output_dir)
+                record_file.write_text(json.dumps(record, indent=1))
             return record
+    if (output_dir / "eval_results.json").is_file():
+        # Trained and evaluated, but stopped before its record was written (or by another command): train afresh,
+        # since the run refuses to go on from its last step. A run stopped mid-training resumes instead.
+        shutil.rmtree(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(log, "w") as handle:
@@ -156,8 +173,31 @@ def run_one(command: list[str], output_dir: Path, log: Path) -> dict[str, Any]:
         "metrics": metrics,
         "curve": curve(output_dir),
     }
+    if analyze:
+        record["analysis"] = analyze_run(analyze, output_dir)
     record_file.write_text(json.dumps(record, indent=1))
     return record
+
+
+def analyze_run(data: str, output_dir: Path, samples: int = 1000) -> list[dict[str, Any]]:
+    """`mcd analyze` of every checkpoint the run kept (its EMA teacher; a `clip` run's own encoder) and of the
+    exported student: the Spearman correlation of the log distance ratio with what the crop still shows, by step.
+    The analyses are written under `output_dir/analysis/<checkpoint>`."""
+    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[-1]))
+    targets = [(int(path.name.split("-")[-1]), path) for path in checkpoints]
+    steps = max((step for step, _ in targets), default=0)
+    targets.append((steps, output_dir / "mcd-model"))
+    points = []
+    for step, path in targets:
+        out = output_dir / "analysis" / path.name
+        command = [sys.executable, "-m", "modeling_mcd.cli", "analyze", str(path), *DATASETS[data]["analyze"]]
+        command += ["--samples", str(samples), "--output-dir", str(out)]
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"mcd analyze {path} failed: {done.stderr[-2000:]}")
+        result = json.loads(next(out.glob("*misalignment*.json")).read_text())
+        points.append({"step": step, "model": path.name, "encoder": result["encoder"], "spearman": result["spearman"]})
+    return points
 
 
 def summarise(runs: list[dict[str, Any]], metrics: list[str]) -> dict[str, dict[str, dict[str, float]]]:
@@ -331,6 +371,54 @@ def plot_noise(summary: dict, runs: list[dict[str, Any]], metrics: list[str], pa
     plt.close(fig)
 
 
+def analysis_summary(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per cell: the misalignment Spearman of each analysed model, by step and encoder, mean ± std over seeds."""
+    summary: dict[str, list[dict[str, Any]]] = {}
+    for cell in dict.fromkeys(run["label"] for run in runs if run.get("analysis")):
+        points: dict[tuple[int, str, str], list[float]] = {}
+        for run in runs:
+            if run["label"] == cell:
+                for point in run.get("analysis", []):
+                    # A checkpoint is analysed as its EMA teacher (or, trained without one, as its student); the
+                    # exported model is the student.
+                    encoder = "student" if point["model"] == "mcd-model" else point["encoder"]
+                    points.setdefault((point["step"], encoder), []).append(point["spearman"])
+        summary[cell] = [
+            {
+                "step": step, "encoder": encoder, "n": len(values), "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            }  # fmt: skip
+            for (step, encoder), values in sorted(points.items())
+        ]
+    return summary
+
+
+def plot_analysis(summary: dict[str, list[dict[str, Any]]], path: Path, title: str) -> None:
+    """The misalignment Spearman along the run: one line per cell and encoder (mean ± std over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(6, 4))
+    for k, (cell, points) in enumerate(summary.items()):
+        for encoder, style in (("teacher", "-"), ("student", "--")):
+            mine = [p for p in points if p["encoder"] == encoder]
+            if mine:
+                axis.errorbar(
+                    [p["step"] for p in mine], [p["mean"] for p in mine], yerr=[p["std"] for p in mine],
+                    color=f"C{k}", linestyle=style, marker="o", capsize=3, label=f"{cell} {encoder}",
+                )  # fmt: skip
+    axis.axhline(0.0, color="grey", linewidth=0.5)
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("Spearman: log distance ratio vs what the crop shows")
+    axis.legend(fontsize=7)
+    axis.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
 
@@ -347,6 +435,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed_all", action="store_true", help="every variant gets every seed")
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "quality", help="run folders go here")
     parser.add_argument("--json", type=Path, help="the results JSON (default: OUTPUT/quality_<data>.json)")
+    parser.add_argument(
+        "--analyze",
+        action="store_true",
+        help="after each run, `mcd analyze` every checkpoint it kept and its student (keep checkpoints with "
+        "-- --save_steps K --save_total_limit N)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny synthetic grid, 2 seeds: checks the whole path")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: flags for every run (e.g. --max_steps 50)")
     args = parser.parse_args(argv)
@@ -384,7 +478,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         output_dir = args.output / folder / variant / f"seed{seed}"
         command = run_command(args.data, variant, seed, output_dir, extra, noise)
         print(f"[quality] {folder} {variant} seed {seed} -> {output_dir}", flush=True)
-        record = run_one(command, output_dir, output_dir.parent / f"seed{seed}.log")
+        record = run_one(command, output_dir, output_dir.parent / f"seed{seed}.log", args.data if args.analyze else None)
         runs.append({"variant": variant, "seed": seed, "noise": noise, "label": label(variant, noise), **record})
         print(f"[quality]   {record['wall_s']:.0f} s; " + ", ".join(
             f"{m}={record['metrics'][m]:.4f}" for m in spec["metrics"] if m in record["metrics"]
@@ -405,9 +499,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "paired_differences": differences,
         "runs": runs,
     }
+    if any(run.get("analysis") for run in runs):
+        result["analysis"] = analysis_summary(runs)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=1))
     plot_curves(runs, json_path.with_suffix(".png"), f"{study}: training curves ({result['date']})")
+    if "analysis" in result:
+        title = f"{study}: misalignment learned along the run ({result['date']})"
+        plot_analysis(result["analysis"], json_path.with_name(json_path.stem + "_analysis.png"), title)
     if len(noise_levels) > 1:
         title = f"{study}: test metrics against caption noise ({result['date']})"
         plot_noise(summary, runs, spec["metrics"], json_path.with_name(json_path.stem + "_noise.png"), title)

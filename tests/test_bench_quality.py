@@ -63,3 +63,58 @@ def test_smoke_runs_each_variant_and_seed_and_reads_finished_runs_back(tmp_path,
 
     monkeypatch.setattr(quality.subprocess, "run", no_training)
     assert quality.main(["--smoke", "--output", str(tmp_path)])["runs"] == result["runs"]
+
+
+def _fake_run(variant, seed, value, noise=0.0):
+    return {
+        "variant": variant, "seed": seed, "noise": noise, "label": quality.label(variant, noise),
+        "metrics": {"m": value}, "curve": [],
+    }  # fmt: skip
+
+
+def test_paired_differences_pair_seeds_and_give_a_student_t_interval():
+    clip = [0.10, 0.12, 0.11, 0.13, 0.09]
+    mcd = [0.12, 0.15, 0.11, 0.16, 0.12]  # differences 0.02, 0.03, 0.00, 0.03, 0.03
+    runs = [_fake_run("clip", s, v) for s, v in enumerate(clip)] + [_fake_run("mcd", s, v) for s, v in enumerate(mcd)]
+    runs.append(_fake_run("mcd", 7, 0.5))  # a seed clip never ran: not paired
+    entry = quality.paired_differences(runs, ["m"])["mcd"]["m"]
+    differences = [b - a for a, b in zip(clip, mcd)]
+    assert entry["seeds"] == [0, 1, 2, 3, 4] and entry["differences"] == pytest.approx(differences)
+    mean, sd = statistics.fmean(differences), statistics.stdev(differences)
+    half = 2.7764451051977987 * sd / 5**0.5  # t(0.975, 4 degrees of freedom)
+    assert entry["mean"] == pytest.approx(mean)
+    assert entry["ci95"] == pytest.approx([mean - half, mean + half])
+    assert entry["excludes_zero"] is (mean - half > 0)
+    assert "clip" not in quality.paired_differences(runs, ["m"])
+
+
+def test_noisy_cells_pair_with_clip_at_the_same_noise():
+    runs = [_fake_run("clip", s, 0.1 * s, noise) for s in range(2) for noise in (0.0, 0.5)]
+    runs += [_fake_run("mcd", s, 0.1 * s + 0.01 + noise, noise) for s in range(2) for noise in (0.0, 0.5)]
+    differences = quality.paired_differences(runs, ["m"])
+    assert differences["mcd"]["m"]["baseline"] == "clip"
+    assert differences["mcd p=0.5"]["m"]["baseline"] == "clip p=0.5"
+    assert differences["mcd p=0.5"]["m"]["differences"] == pytest.approx([0.51, 0.51])
+
+
+def test_noise_levels_run_seed_major_with_their_flag_and_folder(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run_one(command, output_dir, log, analyze=None):
+        calls.append((command, output_dir))
+        return {"command": command, "wall_s": 0.0, "metrics": {}, "curve": []}
+
+    monkeypatch.setattr(quality, "run_one", fake_run_one)
+    monkeypatch.setattr(quality, "plot_curves", lambda *args: None)
+    monkeypatch.setattr(quality, "plot_noise", lambda *args: None)
+    result = quality.main(["--data", "synthetic", "--variants", "clip", "mcd", "--seeds", "2", "--noise", "0", "0.5",
+                           "--output", str(tmp_path)])  # fmt: skip
+    assert [(run["label"], run["seed"]) for run in result["runs"]] == [
+        ("clip", 0), ("mcd", 0), ("clip p=0.5", 0), ("mcd p=0.5", 0),
+        ("clip", 1), ("mcd", 1), ("clip p=0.5", 1), ("mcd p=0.5", 1),
+    ]  # fmt: skip
+    for command, output_dir in calls:
+        noisy = "--caption_noise" in command
+        assert noisy == ("synthetic_noise0.5" in str(output_dir))
+        if noisy:
+            assert command[command.index("--caption_noise") + 1] == "0.5"
