@@ -15,7 +15,8 @@ Data flow (DESIGN.md, step 1), one module per step:
 2. `decoding`: `SampleDecoder` decodes one row (`decode_image`), resizes it to a fixed base size as uint8
    (3, S, S) (`resize_center_crop`) and draws one caption (`select_caption`); every failure is a
    `BadSampleError` naming one of `BAD_SAMPLE_REASONS`.
-3. `image_text`: `ImageTextDataset` (map-style) or `IterableImageTextDataset` (streaming) apply the
+3. `image_text`: `ImageTextDataset` (map-style) or `IterableImageTextDataset` (streaming; `streaming` says which
+   process and DataLoader worker reads which shards, reshuffled every epoch, through a seeded buffer) apply the
    bad-sample policy: bad samples are counted by reason and skipped, or raise, according to
    `on_bad_sample`; their records (`skipped.SkippedRow`) travel with the samples so they survive DataLoader
    worker processes, and end in the run's `skipped_samples.jsonl` (`skipped.save_skipped_samples`).
@@ -59,12 +60,14 @@ from .sources import (
     load_image_text_dataset,
 )
 from .skipped import SKIPPED_SAMPLES_FILE, BadSampleCounter, SkippedRow, save_skipped_samples
+from .streaming import DEFAULT_SHUFFLE_BUFFER_SIZE, StreamOrder
 from .text_files import TEXT_FILE_EXTENSIONS, read_caption_files
 
 __all__ = [
     "BAD_SAMPLE_REASONS",
     "DEFAULT_MAX_CONSECUTIVE_BAD",
     "DEFAULT_MAX_PIXELS",
+    "DEFAULT_SHUFFLE_BUFFER_SIZE",
     "LOCAL_EXTENSIONS",
     "MAX_ASPECT_RATIO",
     "ON_BAD_SAMPLE_CHOICES",
@@ -83,6 +86,7 @@ __all__ = [
     "SampleDecoder",
     "SeededCollator",
     "SkippedRow",
+    "StreamOrder",
     "crop_to_aspect_ratio",
     "decode_image",
     "expand_braces",

@@ -12,7 +12,8 @@ rows, `text_files`) are left out of the epoch's index; a row found bad only when
 (a blank image, an empty caption, pair id `pairs.PADDING_PAIR_ID`) that no loss term sees.
 
 `KeyedSamples` adds each sample's `(epoch, index)` under `SAMPLE_KEY`, which `collator.SeededCollator` turns
-into the seed of that batch's MLM mask (so a resumed run masks exactly like the uninterrupted one).
+into the seed of that batch's MLM mask (so a resumed run masks exactly like the uninterrupted one); a streamed
+sample brings `(epoch, identity)` itself (`streaming`: which process and worker reads which rows, in which order).
 """
 
 from __future__ import annotations
@@ -30,11 +31,21 @@ from ..pairs import PADDING_PAIR_ID
 from .decoding import DEFAULT_MAX_CONSECUTIVE_BAD, DEFAULT_MAX_PIXELS, BadSampleError, SampleDecoder
 from .skipped import SkippedRow, describe_counts, log_skipped_row
 from .sources import lazy_images
+from .streaming import (
+    POSITION_BITS,
+    EpochCount,
+    SourceShards,
+    StreamOrder,
+    plan_slot,
+    shard_permutation,
+    slot_rows,
+)
 
 logger = logging.get_logger(__name__)
 
 # Sample field carrying (epoch, index) from `KeyedSamples` to `SeededCollator`; never reaches the model.
 SAMPLE_KEY = "_mcd_sample_key"
+_POSITION_MASK = (1 << POSITION_BITS) - 1
 
 
 class _DecodedRows:
@@ -64,15 +75,19 @@ class _DecodedRows:
     def _hold(self, rows: Any) -> None:
         raise NotImplementedError
 
-    def _decode(self, row: Mapping[str, Any], index: int) -> dict[str, Any] | SkippedRow:
-        """Row `index` as a sample; when it is bad, its record under `"skip"` (logged), or the error under
-        `"raise"` (naming the file and line, or the row, the column and the reason)."""
+    def _decode(
+        self, row: Mapping[str, Any], index: int, key: int | None = None, epoch: int | None = None
+    ) -> dict[str, Any] | SkippedRow:
+        """Row `index` as a sample, its caption drawn from (seed, `epoch`, `key`) (default: this epoch, `index`);
+        when it is bad, its record under `"skip"` (logged), or the error under `"raise"` (naming the file and line,
+        or the row, the column and the reason)."""
         if self.leak_guard is not None:
             self.leak_guard(row.get("image"))
         try:
             if row.get("bad_reason"):  # a caption file's row, found bad while reading the file
                 raise _recorded_problem(row)
-            sample = self.decoder.make_sample(row, index, self.epoch)
+            key, epoch = index if key is None else key, self.epoch if epoch is None else epoch
+            sample = self.decoder.make_sample(row, key, epoch)
         except BadSampleError as error:
             record = SkippedRow.from_error(error, row, index)
             if self.decoder.on_bad_sample == "raise":
@@ -194,70 +209,121 @@ class IterableImageTextDataset(_DecodedRows, torch.utils.data.IterableDataset):
     it, so that one after the last sample is counted too. Samples carry a `pair_id` only when the rows have one
     (caption files).
 
-    Worker sharding is the source's job: a `datasets.IterableDataset` splits its shards across
-    DataLoader workers by itself. The caption draw uses the position in this worker's stream as index.
+    Which rows this process and this DataLoader worker read, in which order and for how many epochs, is `order`'s
+    (`streaming.StreamOrder`; by default one pass in the source's order): with `num_processes` > 1 each process reads
+    its own share of the shards, so each sample is decoded once per epoch in the whole job. Every sample carries
+    `SAMPLE_KEY` = (epoch, identity), its identity being its shard and its position there: its caption draw and its
+    MLM mask do not depend on the order, the processes or the workers, and a resumed run, which replays the stream,
+    draws them alike.
 
     Args:
-        rows (`datasets.IterableDataset` or any iterable of dicts): rows with `image` and `caption`.
+        rows (`datasets.IterableDataset` or any re-iterable of dicts): rows with `image` and `caption`.
         image_size (`int`): the base side length S.
         on_bad_sample, max_pixels, seed, max_consecutive_bad: the bad-sample policy and the seed of the
             caption draw, documented in `SampleDecoder` (`"skip"`, `DEFAULT_MAX_PIXELS`, 0 and 100 by default).
+        order (`streaming.StreamOrder`, *optional*): the walk of the stream; its seed is `seed`'s when not given.
+
+    Attributes:
+        epoch_counts (`list[streaming.EpochCount]`): rows read, kept and decoded in each epoch by this process when
+            it iterates without DataLoader workers (the workers log theirs at the end of each epoch).
     """
+
+    def __init__(self, rows: Any, image_size: int, *args: Any, order: StreamOrder | None = None, **kwargs: Any):
+        super().__init__(rows, image_size, *args, **kwargs)
+        self.order = order if order is not None else StreamOrder(seed=self.decoder.seed)
+        self.epoch_counts: list[EpochCount] = []
 
     def _hold(self, rows: datasets.IterableDataset | Iterable[Mapping[str, Any]]) -> None:
         self.source = lazy_images(rows) if isinstance(rows, datasets.IterableDataset) else rows
+        self.shards = SourceShards(self.source)
 
     def set_epoch(self, epoch: int) -> None:
-        """Set the epoch of the caption draw, and of the source's shuffling when it has one."""
+        """Set the first epoch of the next pass (its shard order, buffer, caption draws and masks)."""
         self.epoch = epoch
-        if hasattr(self.source, "set_epoch"):
-            self.source.set_epoch(epoch)
+        if not isinstance(self.source, datasets.IterableDataset) and hasattr(self.source, "set_epoch"):
+            self.source.set_epoch(epoch)  # a source that orders itself; a `datasets` one is ordered here
+
+    def _epoch_rows(self) -> Iterator[tuple[int, int, int, Mapping[str, Any]]]:
+        """`(epoch, identity, position, row)` of this slot, epoch after epoch when the order repeats."""
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        epoch = self.epoch
+        while True:
+            count = EpochCount()
+            for identity, row in slot_rows(self.shards, self.order, epoch, worker, workers, count):
+                count.decoded += not row.get("bad_reason")
+                yield epoch, identity, identity & _POSITION_MASK, row
+            self._end_epoch(epoch, count, worker, workers, info is None)
+            if not self.order.repeat:
+                return
+            epoch += 1
+
+    def _end_epoch(self, epoch: int, count: EpochCount, worker: int, workers: int, in_process: bool) -> None:
+        order = self.order
+        where = f"process {order.process_index} of {order.num_processes}, worker {worker} of {workers}"
+        if in_process:
+            self.epoch_counts.append(count)
+        logger.info(
+            "stream epoch %d, %s: read %d rows, kept %d, decoded %d",
+            epoch, where, count.read, count.kept, count.decoded,
+        )  # fmt: skip
+        if order.repeat and count.kept == 0:
+            plan = plan_slot(len(self.shards), order.process_index, order.num_processes, worker, workers)
+            shards = shard_permutation(len(self.shards), order.seed, epoch, order.shuffle_shards)[plan.positions]
+            share = self.shards.describe(shards) + ("" if plan.by_shards else f", 1 row of {plan.modulus}")
+            raise ValueError(
+                f"{where} has no row of the stream in epoch {epoch} (its share: {share}): it would wait for data "
+                "forever. Use fewer processes or DataLoader workers, or more shards"
+            )
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         skipped: dict[str, list[dict[str, Any]]] = {}  # records since the last sample yielded
         in_a_row: Counter = Counter()
-        rows = enumerate(self.source)
+        rows = self._epoch_rows()
         following = None  # a row read after a sample to see whether it is known bad, not yet decoded
         while (item := following or next(rows, None)) is not None:
             following = None
-            sample = self._decode(item[1], item[0])
+            epoch, identity, position, row = item
+            sample = self._decode(row, position, identity, epoch)
             if isinstance(sample, SkippedRow):
-                self._count(sample, item[0], skipped, in_a_row)
+                self._count(sample, skipped, in_a_row)
                 continue
             sample["skipped"], skipped, in_a_row = skipped, {}, Counter()
+            sample[SAMPLE_KEY] = (epoch, identity)
             # The rows known to be bad before decoding (a caption file's, a cut shard's) that follow ride with this
             # sample: those after the stream's last sample are counted too. The first other row waits its turn.
             for following in rows:
-                if not following[1].get("bad_reason"):
+                if not following[3].get("bad_reason"):
                     break
-                self._count(self._decode(following[1], following[0]), following[0], sample["skipped"], in_a_row)
+                self._count(self._decode(following[3], following[2]), sample["skipped"], in_a_row)
             else:
                 following = None
             yield sample
         if skipped:
             logger.warning("the stream ended with %d skipped rows after its last sample", sum(in_a_row.values()))
 
-    def _count(self, record: SkippedRow, position: int, skipped: dict[str, list], in_a_row: Counter) -> None:
+    def _count(self, record: SkippedRow, skipped: dict[str, list], in_a_row: Counter) -> None:
         """Add a skipped row's record; raise when too many rows in a row are bad."""
         skipped.setdefault(record.reason, []).append(record.as_dict())
         in_a_row[record.reason] += 1
         if sum(in_a_row.values()) >= self.decoder.max_consecutive_bad:
-            count = sum(in_a_row.values())
-            raise self.decoder.too_many_bad(count, f"sample {position - count + 1}", in_a_row)
+            raise self.decoder.too_many_bad(sum(in_a_row.values()), f"up to {record.where()}", in_a_row)
 
 
 def image_text_dataset(
-    dataset: datasets.Dataset | datasets.IterableDataset, image_size: int, **kwargs
+    dataset: datasets.Dataset | datasets.IterableDataset, image_size: int, order: StreamOrder | None = None, **kwargs
 ) -> ImageTextDataset | IterableImageTextDataset:
     """Wrap `dataset` in `ImageTextDataset` or, when it streams, in `IterableImageTextDataset`.
 
     Args:
         dataset: the output of `load_image_text_dataset`.
         image_size: the base side length S.
+        order (`streaming.StreamOrder`, *optional*): how a stream is walked (shuffling, epochs, this process's
+            share); a map-style dataset is ordered by the Trainer's sampler and ignores it.
         kwargs: `on_bad_sample`, `max_pixels`, `seed`, `max_consecutive_bad`.
     """
     if isinstance(dataset, (datasets.IterableDataset, torch.utils.data.IterableDataset)):
-        return IterableImageTextDataset(dataset, image_size, **kwargs)
+        return IterableImageTextDataset(dataset, image_size, order=order, **kwargs)
     return ImageTextDataset(dataset, image_size, **kwargs)
 
 
@@ -286,13 +352,20 @@ class KeyedSamples(torch.utils.data.Dataset):
 
 
 class KeyedStream(torch.utils.data.IterableDataset):
-    """The streaming twin of `KeyedSamples`: each sample carries `(epoch, position)` under `SAMPLE_KEY`, its position
-    counted over the whole stream (a DataLoader worker's k-th sample is the stream's k·W + w-th, with W workers), so
-    a resumed run, which skips the batches it already trained on by reading them again, masks alike."""
+    """The streaming twin of `KeyedSamples`: each sample carries `(epoch, key)` under `SAMPLE_KEY`, so a resumed run,
+    which skips the batches it already trained on by reading them again, masks alike. A sample that brings its own
+    key keeps it (`IterableImageTextDataset`: its shard and position, whatever the processes and workers); others
+    are keyed by their position over the whole stream (a DataLoader worker's k-th sample is the stream's k·W + w-th,
+    with W workers)."""
 
     def __init__(self, dataset: torch.utils.data.IterableDataset):
         self.dataset = dataset
         self.epoch = 0
+
+    @property
+    def order(self) -> StreamOrder | None:
+        """The wrapped stream's order (`streaming.keep_process_share` reads it)."""
+        return getattr(self.dataset, "order", None)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -305,4 +378,4 @@ class KeyedStream(torch.utils.data.IterableDataset):
         for position, sample in enumerate(self.dataset):
             if not isinstance(sample, Mapping):
                 raise TypeError(f"MCDTrainer expects dict samples, got a {type(sample).__name__} at {position}")
-            yield {**sample, SAMPLE_KEY: (self.epoch, position * workers + rank)}
+            yield {SAMPLE_KEY: (self.epoch, position * workers + rank), **sample}

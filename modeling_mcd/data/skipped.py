@@ -40,7 +40,7 @@ class SkippedRow:
         detail (`str`): what was wrong.
         file (`str`, *optional*): the caption file holding the row; for other sources the image's file.
         line (`int`, *optional*): the 1-based line of `file` where the row starts (caption files).
-        row (`int`, *optional*): the row's index in the dataset (or its position in a stream).
+        row (`int`, *optional*): the row's index in the dataset (in a stream: its position in its shard).
         column (`str`, *optional*): the column holding the problem.
     """
 
