@@ -23,6 +23,7 @@ from transformers import HfArgumentParser
 
 from .configuration_mcd import POOLING_CHOICES
 from .data.decoding import DEFAULT_MAX_PIXELS, ON_BAD_SAMPLE_CHOICES
+from .data.streaming import DEFAULT_SHUFFLE_BUFFER_SIZE
 from .lora import ALL_LINEAR, DEFAULT_TARGET_MODULES, LORA_TOWERS
 from .training_arguments import MCDTrainingArguments, _divides, _positive
 
@@ -201,7 +202,20 @@ class DataArguments:
     )
     image_column: str = field(default="image", metadata={"help": "Column holding the image (or its path)."})
     caption_column: str = field(default="caption", metadata={"help": "Column holding the caption(s)."})
-    streaming: bool = field(default=False, metadata={"help": "Stream the dataset (for data larger than the disk)."})
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Stream the dataset (for data larger than the disk): each process reads its share of the shards, "
+            "reshuffled every epoch from --seed, epoch after epoch until --max_steps."
+        },
+    )
+    shuffle_buffer_size: int = field(
+        default=DEFAULT_SHUFFLE_BUFFER_SIZE,
+        metadata={
+            "help": "With --streaming: rows held in each DataLoader worker's shuffle buffer (seeded by --seed and the "
+            "epoch, so a resumed run replays the order); 0 keeps each shard's order."
+        },
+    )
     base_image_size: int | None = field(
         default=None, metadata={"help": "Side of the uint8 images the collator makes; default: 8/7 of the model's."}
     )
@@ -270,6 +284,8 @@ class DataArguments:
             raise ValueError(f"--mlm_probability must be in [0, 1), got {self.mlm_probability}")
         if not 0.0 <= self.caption_noise <= 1.0:
             raise ValueError(f"--caption_noise must be in [0, 1], got {self.caption_noise}")
+        if self.shuffle_buffer_size < 0:
+            raise ValueError(f"--shuffle_buffer_size must be >= 0 (0: no buffer), got {self.shuffle_buffer_size}")
         if self.caption_noise and self.streaming:
             raise ValueError("--caption_noise exchanges captions across the dataset: it needs --streaming false")
 

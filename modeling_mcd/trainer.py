@@ -31,6 +31,7 @@ from .training_arguments import MCDTrainingArguments
 from .augmentation import MCDViews
 from .checkpoints import save_checkpoint_atomically
 from .data import BAD_SAMPLE_REASONS, BadSampleCounter, KeyedSamples, KeyedStream, SeededCollator
+from .data.streaming import keep_process_share
 from .evaluation.tasks import RetrievalTask, ZeroShotTask, run_tasks
 from .lora import student_peft_config
 from .losses import progressive_alpha
@@ -198,7 +199,8 @@ class MCDTrainer(Trainer):
         keyed = KeyedStream(dataset) if streaming else KeyedSamples(dataset)
         self.train_dataset, self.data_collator = keyed, SeededCollator(collator, self.args.seed)
         try:
-            return super().get_train_dataloader()
+            # A stream already split across processes (`data.streaming`) is not split by accelerate again.
+            return keep_process_share(super().get_train_dataloader())
         finally:
             self.train_dataset, self.data_collator = dataset, collator
 

@@ -1,7 +1,8 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
 """Streaming data (`--streaming`, webdataset shards) resumes where it stopped: a run interrupted after a checkpoint
 and resumed ends with the weights of the uninterrupted run, so it saw the same samples in the same order, with the
-same views and MLM masks."""
+same views and MLM masks, also when the checkpoint falls in a later epoch (a stream runs epoch after epoch, each
+reshuffled from the seed and the epoch)."""
 
 from __future__ import annotations
 
@@ -49,34 +50,47 @@ class Crash(Exception):
     """The interrupted run's end, right after its checkpoint of step 2 is written."""
 
 
-def test_interrupted_streaming_run_resumes_at_the_same_position(tmp_path, monkeypatch):
+def _interrupted_run_ends_like_the_whole_one(tmp_path, monkeypatch, pattern, max_steps, save_steps, extra=()):
     run_mcd = _load_script()
-    pattern = _shards(tmp_path)
     tiny_tokenizer().save_pretrained(tmp_path / "tokenizer")
-    flags = [*TINY_RUN, "--dataset", pattern, "--streaming", "true", "--eval_synthetic", "false"]
+    flags = [*TINY_RUN, "--dataset", pattern, "--streaming", "true", "--eval_synthetic", "false", *extra]
     flags += ["--tokenizer_name_or_path", str(tmp_path / "tokenizer"), "--per_device_train_batch_size", "4"]
-    flags += ["--max_steps", "5", "--save_strategy", "steps", "--save_steps", "2", "--save_total_limit", "3"]
+    flags += ["--max_steps", str(max_steps), "--save_strategy", "steps", "--save_steps", str(save_steps)]
+    flags += ["--save_total_limit", "3"]
     run_mcd.main([*flags, "--output_dir", str(tmp_path / "whole")])
 
     save = MCDTrainer._save_checkpoint
 
     def save_then_crash(self, model, trial):
         save(self, model, trial)
-        if self.state.global_step == 2:
+        if self.state.global_step == save_steps:
             raise Crash
 
     monkeypatch.setattr(MCDTrainer, "_save_checkpoint", save_then_crash)
     with pytest.raises(Crash):
         run_mcd.main([*flags, "--output_dir", str(tmp_path / "cut")])
     monkeypatch.undo()
-    run_mcd.main([*flags, "--output_dir", str(tmp_path / "cut")])  # resumes from checkpoint-2
-    expected = load_file(tmp_path / "whole" / "checkpoint-4" / "model.safetensors")
-    actual = load_file(tmp_path / "cut" / "checkpoint-4" / "model.safetensors")
+    run_mcd.main([*flags, "--output_dir", str(tmp_path / "cut")])  # resumes from checkpoint-{save_steps}
+    last = f"checkpoint-{save_steps * (max_steps // save_steps)}"
+    expected = load_file(tmp_path / "whole" / last / "model.safetensors")
+    actual = load_file(tmp_path / "cut" / last / "model.safetensors")
     assert not torch.equal(
-        actual["mcd.logit_scale"], load_file(tmp_path / "cut" / "checkpoint-2" / "model.safetensors")["mcd.logit_scale"]
+        actual["mcd.logit_scale"],
+        load_file(tmp_path / "cut" / f"checkpoint-{save_steps}" / "model.safetensors")["mcd.logit_scale"],
     )
     for name, tensor in expected.items():
         torch.testing.assert_close(actual[name], tensor, rtol=0, atol=0, msg=name)
+
+
+def test_interrupted_streaming_run_resumes_at_the_same_position(tmp_path, monkeypatch):
+    _interrupted_run_ends_like_the_whole_one(tmp_path, monkeypatch, _shards(tmp_path), max_steps=5, save_steps=2)
+
+
+def test_a_resume_after_the_first_epoch_replays_the_later_epochs_order(tmp_path, monkeypatch):
+    # 10 samples, 4 a step: the checkpoint of step 3 falls in the second epoch, whose shard order and buffer differ.
+    pattern = _shards(tmp_path, shards=2, per_shard=5)
+    flags = ("--shuffle_buffer_size", "3")
+    _interrupted_run_ends_like_the_whole_one(tmp_path, monkeypatch, pattern, max_steps=7, save_steps=3, extra=flags)
 
 
 @pytest.mark.distributed

@@ -46,6 +46,7 @@ from modeling_mcd.checkpoints import clear_run_folder, last_checkpoint
 from modeling_mcd.data import MCDCollator, image_text_dataset, load_image_text_dataset, save_skipped_samples
 from modeling_mcd.data.leakage import guard_training_data
 from modeling_mcd.data.noise import mislabel_captions
+from modeling_mcd.data.streaming import StreamOrder
 from modeling_mcd.errors import EvaluationError, Preempted, UsageError, debug_requested, exit_status
 from modeling_mcd.evaluation.report import format_metrics
 from modeling_mcd.evaluation.tasks import build_eval_tasks, chance_levels, run_tasks, task_splits
@@ -197,7 +198,11 @@ def _run(argv, model_args, data_args, training_args, hub_target, checkpoint, sta
     image_size = model.config.vision_config.image_size
     base_size = data_args.base_image_size or int(round(image_size * 8 / 7))
     policy = {"on_bad_sample": data_args.on_bad_sample, "max_pixels": data_args.max_image_pixels}
-    train_dataset = image_text_dataset(raw_train, base_size, seed=training_args.seed, **policy)
+    # A stream: this process's share of the shards, reshuffled every epoch, epoch after epoch (no-op when map-style).
+    order = StreamOrder.for_training(
+        training_args.seed, data_args.shuffle_buffer_size, training_args.process_index, training_args.world_size
+    )
+    train_dataset = image_text_dataset(raw_train, base_size, order=order, seed=training_args.seed, **policy)
     eval_dataset = image_text_dataset(raw_validation, base_size, **policy) if raw_validation is not None else None
     if training_args.do_train and not data_args.streaming:
         check_batches(len(train_dataset), training_args)
@@ -226,8 +231,8 @@ def _run(argv, model_args, data_args, training_args, hub_target, checkpoint, sta
     # 6. Train, resuming from the last checkpoint in output_dir if there is one.
     if data_args.streaming and training_args.world_size > 1:
         # accelerate would read the stream on the main process and send each process its batch, but it can only
-        # send tensors, not the skipped-row records a batch carries: every process reads the stream and keeps its
-        # own share of the batches instead.
+        # send tensors, not the skipped-row records a batch carries: every process reads its own share of the
+        # shards instead (`order` above), and MCDTrainer keeps accelerate from splitting that share again.
         training_args.accelerator_config.dispatch_batches = False
     preemption = PreemptionCallback()
     adjustments = ResumeAdjustments(
