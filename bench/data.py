@@ -22,12 +22,22 @@ Reported:
 Caveat: the DataLoader is timed alone. In training its workers share the machine's cores with the model's threads
 (on a 2-core CPU, fully), so the rates here are upper bounds there; on a GPU machine with spare cores they are not.
 The last line of the output is one JSON object; `--json PATH` also writes it.
+
+    python bench/data.py --processes 1 2 4        # decode work per process of a stream split across N processes
+
+`--processes` asks another question: how much each process of an N-process run reads and decodes of a stream.
+The rows are written as `--shards` webdataset shards and streamed as training streams them (`StreamOrder`: this
+process's share of the shards, reshuffled, through the buffer); each of the N ranks is simulated in this process,
+one after the other, for one epoch, and its rows read and samples decoded are counted. Next to it, the same count
+for accelerate's own split of a stream (`IterableDatasetShard`: every process reads and decodes the whole stream and
+keeps 1 batch of N). Decoding per process must fall as 1/N.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import io
 import os
 import statistics
 import tempfile
@@ -139,7 +149,84 @@ def stage_costs(decode_s: float, collate_s: float, views_batch_s: float, batch: 
     return {"decode": decode_s / shared, "collate": collate_s / shared, "views": views_batch_s / batch}
 
 
+def write_shards(rows, folder: Path, shards: int) -> str:
+    """`rows` (a caption file's: image paths and captions) as `shards` webdataset tar files of (jpg, txt) samples,
+    dealt round-robin; returns the brace pattern naming them."""
+    import tarfile
+
+    for shard in range(shards):
+        with tarfile.open(folder / f"{shard:05d}.tar", "w") as tar:
+            for index in range(shard, len(rows), shards):
+                row = rows[index]
+                caption = row["caption"][0] if isinstance(row["caption"], list) else row["caption"]
+                suffix = Path(row["image"]).suffix.lstrip(".").lower() or "jpg"
+                tar.add(row["image"], arcname=f"{index:08d}.{suffix}")
+                data = caption.encode()
+                info = tarfile.TarInfo(f"{index:08d}.txt")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return str(folder / f"{{00000..{shards - 1:05d}}}.tar")
+
+
+def decode_work(stream, size: common.Size, processes: int, seed: int = 0) -> dict[str, Any]:
+    """One epoch of `stream` on `processes` simulated ranks: rows read and samples decoded by each, with this
+    package's split (each its own share) and with accelerate's (each reads everything and keeps 1 batch of N)."""
+    from accelerate.data_loader import IterableDatasetShard
+
+    from modeling_mcd.data import IterableImageTextDataset, StreamOrder
+
+    work = {name: [] for name in ("read", "decoded", "samples", "accelerate_decoded", "accelerate_samples")}
+    for rank in range(processes):
+        order = StreamOrder(seed, True, 64, process_index=rank, num_processes=processes)
+        dataset = IterableImageTextDataset(stream, size.base_image_size, order=order)
+        work["samples"].append(sum(1 for _ in dataset))
+        (count,) = dataset.epoch_counts
+        work["read"].append(count.read)
+        work["decoded"].append(count.decoded)
+        whole = IterableImageTextDataset(stream, size.base_image_size, order=StreamOrder(seed, True, 64))
+        shard = IterableDatasetShard(whole, batch_size=1, drop_last=True, num_processes=processes, process_index=rank)
+        work["accelerate_samples"].append(sum(1 for _ in shard))
+        work["accelerate_decoded"].append(whole.epoch_counts[0].decoded)
+    return {
+        "processes": processes,
+        **{f"{name}_per_process": values for name, values in work.items()},
+        "decoded_in_job": sum(work["decoded"]),
+    }
+
+
+def run_processes(args: argparse.Namespace) -> dict[str, Any]:
+    from modeling_mcd.data import load_image_text_dataset
+
+    size, rows = common.SIZES[args.size], load_rows(args.data, args.samples)
+    with tempfile.TemporaryDirectory(prefix="mcd-bench-shards-") as folder:
+        pattern = write_shards(rows, Path(folder), args.shards)
+        stream = load_image_text_dataset(pattern, streaming=True)
+        work = [decode_work(stream, size, processes) for processes in args.processes]
+    return {
+        "date": datetime.date.today().isoformat(),
+        "data": str(args.data),
+        "rows": len(rows),
+        "shards": args.shards,
+        "decode_work": work,
+    }
+
+
+def report_processes(result: dict[str, Any]) -> None:
+    print(f"{result['rows']} rows of {result['data']} in {result['shards']} shards, one epoch, ranks simulated")
+    print(
+        "| processes | rows read per process | decoded per process | decoded in the job "
+        "| accelerate's split: decoded per process |"
+    )
+    print("| --- | --- | --- | --- | --- |")
+    for work in result["decode_work"]:
+        cells = [" / ".join(map(str, work[name])) for name in ("read_per_process", "decoded_per_process")]
+        accelerate = " / ".join(map(str, work["accelerate_decoded_per_process"]))
+        print(f"| {work['processes']} | {cells[0]} | {cells[1]} | {work['decoded_in_job']} | {accelerate} |")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.processes:
+        return run_processes(args)
     size, device, batch = common.SIZES[args.size], args.device, args.batch
     start = time.perf_counter()
     rows = load_rows(args.data, args.samples)
@@ -193,6 +280,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(result: dict[str, Any]) -> None:
+    if "decode_work" in result:
+        return report_processes(result)
     print(
         f"{result['device_name']} | {result['rows']} rows of {result['data']} | size {result['size']} | "
         f"batch {result['batch']} | {result['dtype']}"
@@ -231,6 +320,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="CPU threads of the model (default: 2 on CPU)")
     parser.add_argument("--tiny", action="store_true", help="48 rows, tiny model, batch 8, 0-1 workers (tests)")
     parser.add_argument("--json", type=Path, help="also write the JSON object here")
+    parser.add_argument(
+        "--processes", type=int, nargs="+", help="instead: decode work per process of a stream on N processes"
+    )
+    parser.add_argument("--shards", type=int, help="with --processes: webdataset shards to write (default 8)")
     args = parser.parse_args(argv)
     args.device = torch.device(args.device)
     cuda = args.device.type == "cuda"
@@ -241,7 +334,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         defaults = {"size": common.default_size(args.device), "batch": 256 if cuda else 64, "batches": 10}
         defaults |= {"workers": list(range(0, min(os.cpu_count() or 1, 16) + 1, 1 if not cuda else 4))}
         defaults |= {"decode_samples": 256, "warmup": 1, "steps": 3}
-    defaults |= {"dtype": "bf16" if cuda else "fp32", "threads": None if cuda else 2}
+    defaults |= {"dtype": "bf16" if cuda else "fp32", "threads": None if cuda else 2, "shards": 8}
+    if args.processes and not args.tiny:
+        defaults["samples"] = 512  # an epoch per rank and per N, decoded twice (this split and accelerate's)
     common.fill_defaults(args, defaults)
     return args
 

@@ -48,3 +48,25 @@ def test_workers_share_decoding_and_collating_but_not_the_views():
     assert alone == pytest.approx({"decode": 0.012, "collate": 0.002, "views": 0.01})
     four = data.stage_costs(0.012, 0.002, 0.08, batch=8, workers=4)
     assert four == pytest.approx({"decode": 0.003, "collate": 0.0005, "views": 0.01})
+
+
+def test_decoding_per_process_falls_as_one_over_the_processes(capsys, tmp_path):
+    from PIL import Image
+
+    lines = []
+    for k in range(24):
+        Image.new("RGB", (12, 10), (10 * k, 80, 200 - 5 * k)).save(tmp_path / f"{k}.jpg")
+        lines.append(json.dumps({"file_name": f"{k}.jpg", "captions": [f"picture {k}", f"image {k}"]}))
+    (tmp_path / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    data.main(["--tiny", "--data", str(tmp_path / "captions.jsonl"), "--processes", "1", "2", "4", "--shards", "4"])
+    out = capsys.readouterr().out
+    printed = last_json_line(out)
+    assert "| processes | rows read per process | decoded per process |" in out
+    work = {entry["processes"]: entry for entry in printed["decode_work"]}
+    assert sorted(work) == [1, 2, 4] and printed["rows"] == 24
+    for processes, entry in work.items():
+        assert entry["decoded_in_job"] == 24  # every sample decoded once in the whole job
+        assert entry["decoded_per_process"] == [24 // processes] * processes
+        assert entry["accelerate_decoded_per_process"] == [24] * processes  # each reads and decodes everything
+    assert work[2]["read_per_process"] == [12, 12]  # 4 shards on 2 processes: each reads its own 2
+    assert work[4]["read_per_process"] == [6] * 4
