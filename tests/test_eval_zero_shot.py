@@ -249,6 +249,23 @@ def test_templates():
         build_zero_shot_classifier(None, None, ["cat"], ["a photo"])
 
 
+def test_templates_may_use_clip_benchmarks_c_placeholder(tiny_model_and_tokenizer):
+    """CLIP_benchmark writes `{c}` where openai/CLIP writes `{}`: both give the same classifier."""
+    from modeling_mcd.evaluation.templates import check_templates
+
+    model, tokenizer = tiny_model_and_tokenizer
+    with_c = ["a photo of a {c}.", "a blurry {c}", "the big {c}"]
+    braces = [template.replace("{c}", "{}") for template in with_c]
+    classifier = build_zero_shot_classifier(model, tokenizer, ["cat", "dog"], with_c, progress=False)
+    expected = build_zero_shot_classifier(model, tokenizer, ["cat", "dog"], braces, progress=False)
+    torch.testing.assert_close(classifier, expected, rtol=0, atol=0)
+    cifar10 = json.loads((SHARED_DATA / "prompts" / "clip_benchmark_en_zeroshot_templates.json").read_text())["cifar10"]
+    check_templates(cifar10)
+    for bad in ["a {c} or a {}", "a {c} and a {c}", "no placeholder", "{}{}"]:
+        with pytest.raises(ValueError, match=r"exactly one '\{\}' or '\{c\}'"):
+            check_templates([bad])
+
+
 def test_fewer_than_two_classes_or_images_is_no_task(tmp_path):
     """Top-1 over one class is 100 % whatever the model: no chance level to compare with."""
     (tmp_path / "one" / "cat").mkdir(parents=True)

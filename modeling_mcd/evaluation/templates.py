@@ -2,8 +2,9 @@
 """Class names and prompt templates for zero-shot classification, read from `modeling_mcd/templates/*.json`.
 
 Each JSON file is named after its dataset and holds `{"source", "classes", "templates"}`, copied from
-openai/CLIP (MIT). Templates use `{}` where the class name goes. Datasets without a file use CLIP's 80
-ImageNet templates, the usual generic default (open_clip, CLIP_benchmark).
+openai/CLIP (MIT). Templates use `{}` where the class name goes; templates written for CLIP_benchmark, which use
+`{c}`, are accepted too ([`fill_template`]). Datasets without a file use CLIP's 80 ImageNet templates, the usual
+generic default (open_clip, CLIP_benchmark).
 """
 
 from __future__ import annotations
@@ -58,20 +59,50 @@ def get_templates(dataset: str | None = None) -> tuple[str, ...]:
     return load_prompts(DEFAULT_TEMPLATES_DATASET).templates
 
 
+#: Where a template puts the class name: openai/CLIP's `{}` or CLIP_benchmark's `{c}`.
+PLACEHOLDERS = ("{}", "{c}")
+
+
+def _placeholder(template: str) -> str | None:
+    """The one placeholder of `template`, or `None` when it has none, several, or both kinds."""
+    counts = {placeholder: template.count(placeholder) for placeholder in PLACEHOLDERS}
+    found = [placeholder for placeholder, count in counts.items() if count]
+    return found[0] if len(found) == 1 and counts[found[0]] == 1 else None
+
+
 def check_templates(templates: tuple[str, ...] | list[str], source: str = "templates") -> None:
-    """Raise `ValueError` unless every template holds exactly one `{}` for the class name."""
+    """Raise `ValueError` unless every template is a string holding exactly one placeholder for the class name,
+    `{}` or `{c}`."""
     if len(templates) == 0:
         raise ValueError(f"{source}: no templates")
     for index, template in enumerate(templates):
-        if template.count("{}") != 1:
-            raise ValueError(f"{source}: template {index} ({template!r}) must contain exactly one '{{}}'")
+        if not isinstance(template, str) or _placeholder(template) is None:
+            raise ValueError(
+                f"{source}: template {index} ({template!r}) must contain exactly one '{{}}' or '{{c}}' for the class "
+                "name"
+            )
+
+
+def fill_template(template: str, classname: str) -> str:
+    """`template` with its placeholder (`{}` or `{c}`) replaced by `classname`.
+
+    The placeholder is replaced as text rather than with `str.format`, so that any other brace in a template (or in
+    a class name) is kept as it is instead of raising; for CLIP's and CLIP_benchmark's templates the result is what
+    `template.format(classname)` and `template.format(c=classname)` give.
+    """
+    placeholder = _placeholder(template)
+    if placeholder is None:
+        raise ValueError(f"template {template!r} must contain exactly one '{{}}' or '{{c}}' for the class name")
+    return template.replace(placeholder, classname)
 
 
 __all__ = [
     "DEFAULT_TEMPLATES_DATASET",
+    "PLACEHOLDERS",
     "ZeroShotPrompts",
     "available_datasets",
     "check_templates",
+    "fill_template",
     "get_templates",
     "load_prompts",
 ]

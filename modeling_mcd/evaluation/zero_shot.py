@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .features import encode_texts
 from .metrics import classification_metrics
-from .templates import check_templates
+from .templates import check_templates, fill_template
 
 
 def build_zero_shot_classifier(
@@ -32,7 +32,8 @@ def build_zero_shot_classifier(
         model (`nn.Module`): a dual encoder with `get_text_features`.
         tokenizer (`PreTrainedTokenizerBase`): its tokenizer.
         classnames (`Sequence[str]`): one display name per class, in label order.
-        templates (`Sequence[str]`): prompts with one `{}` for the class name, e.g. `"a photo of a {}."`.
+        templates (`Sequence[str]`): prompts with one `{}` (or CLIP_benchmark's `{c}`) for the class name, e.g.
+            `"a photo of a {}."`.
         batch_size, device, progress: as in [`encode_texts`].
 
     Returns:
@@ -41,7 +42,7 @@ def build_zero_shot_classifier(
     if len(classnames) == 0:
         raise ValueError("build_zero_shot_classifier needs at least one class name")
     check_templates(list(templates))
-    prompts = [template.format(name) for name in classnames for template in templates]  # class-major
+    prompts = [fill_template(template, name) for name in classnames for template in templates]  # class-major
     embeddings = encode_texts(model, tokenizer, prompts, batch_size=batch_size, device=device, progress=progress)
     embeddings = embeddings.view(len(classnames), len(templates), -1).mean(dim=1)  # (C, P)
     return nn.functional.normalize(embeddings, dim=-1).t().contiguous()  # (P, C)
