@@ -289,24 +289,24 @@ def test_export_never_writes_over_its_model_or_a_file(folders, tmp_path, capsys)
 
 
 def test_out_of_memory_is_one_error_line_that_names_the_batch_size(folders, data, tmp_path, monkeypatch, capsys):
-    from modeling_mcd import cli
+    from modeling_mcd import cli_eval
 
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)\nmore")
 
-    monkeypatch.setattr(cli, "encode_images", out_of_memory)
+    monkeypatch.setattr(cli_eval, "encode_images", out_of_memory)
     argv = commands(folders["good"], data, tmp_path)["eval retrieval"]
     assert_one_error_line(argv, capsys, "CUDA out of memory. Tried to allocate 2.00 GiB", "--batch-size")
 
 
 # --------------------------------------------------------------------------------------- bugs, --debug
 def test_a_bug_keeps_its_traceback_and_debug_shows_every_one(folders, data, tmp_path, monkeypatch, capsys):
-    from modeling_mcd import cli
+    from modeling_mcd import cli_eval
 
     def broken(*args, **kwargs):
         raise KeyError("a bug, not a user mistake")
 
-    monkeypatch.setattr(cli, "eval_retrieval", broken)
+    monkeypatch.setattr(cli_eval, "eval_retrieval", broken)
     argv = commands(folders["good"], data, tmp_path)["eval retrieval"]
     with pytest.raises(KeyError):
         main(argv)

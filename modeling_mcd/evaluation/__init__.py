@@ -5,6 +5,10 @@ compositionality (SugarCrepe).
 Encoding (`features`) is separate from the metrics, which are pure functions on embedding tensors, so the
 `mcd eval` command, the benchmarks and the trainer's in-training evaluation share them.
 
+CLIP_benchmark's inputs are read too: its webdataset evaluation folders (`wds`), its `{c}` templates and its
+`{dataset: [...]}` template and class name files (`prompt_files`); `modeling_mcd.open_clip_compat` gives a saved
+model the open_clip interface its own loops call.
+
 The metrics are torch functions on embeddings or score matrices, run on the accelerator and checked in the
 tests against scikit-learn and naive loops. They are the only implementation: `mcd eval`, the benchmarks and
 the Trainer's evaluation all call them.

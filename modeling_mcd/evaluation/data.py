@@ -9,7 +9,8 @@ inference (`datasets`' `imagefolder` kept 134 of 1,000 ImageNet validation image
 taking "val" for a split); each image is decoded once up front, so a corrupt one or a decompression bomb is skipped
 and named (or raises) before any encoding. A caption file follows training's rules (`data.text_files`: encodings,
 relative paths inside its folder, visible captions), each bad line a `ValueError` naming it. A task needs 2 classes
-and 2 images: with one, every prediction is right and there is no chance level.
+and 2 images: with one, every prediction is right and there is no chance level. CLIP_benchmark's webdataset folders
+are read by `wds`.
 """
 
 from __future__ import annotations
@@ -45,13 +46,18 @@ def _require_a_task(source, classes: int, images: int, skipped: int = 0) -> None
 @dataclass
 class LabelledImages:
     """Images with integer labels and the display name of each class (index = label); from a folder, also the
-    number of class folders and the images that could not be read (skipped)."""
+    number of class folders and the images that could not be read (skipped). `class_keys` name the classes in label
+    order as the data does (the folder names of an image folder), `key_order` says what that order is, and
+    `templates` are the prompts the data ships (a CLIP_benchmark webdataset folder), if any."""
 
-    images: Sequence  # PIL images, a `datasets` image column or a `LazyImages`
+    images: Sequence  # PIL images, a `datasets` image column, a `LazyImages` or a `TarImages`
     labels: torch.Tensor  # (N,) long
     classnames: list[str] | None
     num_classes: int | None = None
     skipped: list[str] = field(default_factory=list)  # "path: why", one per image left out
+    class_keys: list[str] | None = None
+    key_order: str = "label id order"
+    templates: list[str] | None = None
 
     def describe(self, source) -> str:
         """One line for the user: how many images of how many classes are used, and what was skipped."""
@@ -157,7 +163,8 @@ def read_class_folder(folder: str | Path, on_bad_image: str = "skip") -> Labelle
     keep = [i for i, error in enumerate(errors) if error is None]
     _require_a_task(folder, len(classes), len(keep), skipped=len(bad))
     images = LazyImages([paths[i] for i in keep])
-    return LabelledImages(images, torch.tensor([labels[i] for i in keep], dtype=torch.long), classes, len(classes), bad)
+    labels = torch.tensor([labels[i] for i in keep], dtype=torch.long)
+    return LabelledImages(images, labels, classes, len(classes), bad, list(classes), "sorted order of the folder names")
 
 
 def _image_problem(path: Path) -> str | None:
@@ -179,8 +186,8 @@ def load_labelled_images(
     on_bad_image: str = "skip",
 ) -> LabelledImages:
     r"""
-    Labelled images from an image folder (`<class>/<image>`), a folder saved by `save_to_disk`, or a
-    `datasets.Dataset` / `DatasetDict` with an image column and a label column.
+    Labelled images from an image folder (`<class>/<image>`), a CLIP_benchmark webdataset folder (`wds.py`), a
+    folder saved by `save_to_disk`, or a `datasets.Dataset` / `DatasetDict` with an image column and a label column.
 
     Args:
         data (`str`, `Path`, `datasets.Dataset` or `datasets.DatasetDict`): where the images are: an image folder
@@ -205,6 +212,10 @@ def load_labelled_images(
         root = Path(data)
         if not root.is_dir():
             raise ValueError(f"image data {root} is not a folder")
+        from .wds import find_webdataset, load_webdataset_labelled
+
+        if find_webdataset(root, split) is not None:
+            return load_webdataset_labelled(root, split, on_bad_image)
         if not ((root / "dataset_info.json").is_file() or (root / "dataset_dict.json").is_file()):
             folder = root / split if split is not None else root
             if not folder.is_dir():
@@ -227,7 +238,8 @@ def load_labelled_images(
     num_classes = len(classnames) if classnames is not None else None
     _require_a_task("the data", num_classes if num_classes is not None else len(labels.unique()), len(labels))
     images = AspectCropped(data[image_column])
-    return LabelledImages(images=images, labels=labels, classnames=classnames, num_classes=num_classes)
+    order = f"order of the {label_column!r} column's ClassLabel names" if classnames is not None else "label id order"
+    return LabelledImages(images, labels, classnames, num_classes, class_keys=classnames, key_order=order)
 
 
 # ------------------------------------------------------------------------------------------ retrieval
@@ -235,7 +247,7 @@ def load_labelled_images(
 class CaptionedImages:
     """Images and their captions; each caption belongs to exactly one image."""
 
-    images: LazyImages
+    images: Sequence  # a `LazyImages`, or a `TarImages` of a webdataset folder
     captions: list[str]
     text_to_image: torch.Tensor  # (T,) long: the image index of each caption
 
@@ -244,7 +256,8 @@ def load_captioned_images(
     path: str | Path, split: str | None = "test", split_column: str | None = "split"
 ) -> CaptionedImages:
     r"""
-    Read image–caption data from a JSON-lines file, or a folder holding `captions.jsonl`.
+    Read image–caption data from a JSON-lines file, a folder holding `captions.jsonl`, or a CLIP_benchmark
+    webdataset retrieval folder (its `split` folder's shards, `.txt` captions: `wds.load_webdataset_captioned`).
 
     Each line has `file_name` (relative to the file's folder, which it may not leave, or absolute) and either
     `captions` (a list) or `text` / `caption` (one string; lines naming the same image file, however the path is
@@ -269,7 +282,11 @@ def load_captioned_images(
     from ..data.decoding import BadSampleError, validate_caption
     from ..data.text_files import ImagePaths, read_json_lines
 
+    from .wds import find_webdataset, load_webdataset_captioned
+
     path = Path(path)
+    if path.is_dir() and not (path / "captions.jsonl").is_file() and find_webdataset(path, split) is not None:
+        return load_webdataset_captioned(path, split)
     if path.is_dir():
         path = path / "captions.jsonl"
     if not path.is_file():
@@ -278,7 +295,10 @@ def load_captioned_images(
     if split is not None and split_column is not None:
         if any(row.get(split_column) not in (None, "") for _, row in rows):
             rows = [(number, row) for number, row in rows if (row.get(split_column) or "train") == split]
-    image_paths = ImagePaths(str(path.parent.absolute()), allow_outside=False, hint="; give an absolute path to use it")
+    # Normalised (`os.path.abspath`): `../data/captions.jsonl` must not make every relative path "leave" its folder.
+    image_paths = ImagePaths(
+        os.path.abspath(path.parent), allow_outside=False, hint="; give an absolute path to use it"
+    )
     captions_by_file: dict[str, list[str]] = {}
     for line_number, row in rows:
         if "file_name" not in row:
