@@ -188,11 +188,9 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(path)
 
 
-def load_model_and_processor(
-    path: str, device: str | torch.device | None = None
-) -> tuple[nn.Module, Preprocess, PreTrainedTokenizerBase]:
+def load_dual_encoder(path: str, device: str | torch.device | None = None) -> tuple[nn.Module, Any, Any]:
     r"""
-    Load a dual encoder and its preprocessing from a local folder, with the Auto classes.
+    Load a dual encoder, its image processor and its tokenizer from a local folder, with the Auto classes.
 
     Works for a saved `MCDModel` (importing `modeling_mcd` registers it), `CLIPModel` and
     `VisionTextDualEncoderModel`, with safetensors weights (a folder with only `pytorch_model.bin` is refused).
@@ -204,8 +202,7 @@ def load_model_and_processor(
         device (`str` or `torch.device`, *optional*): where to put the model.
 
     Returns:
-        `(model, preprocess, tokenizer)`: the model in eval mode, a callable mapping a list of images to
-        `pixel_values`, and the tokenizer.
+        `(model, image_processor, tokenizer)`, the model in eval mode.
     """
     model = AutoModel.from_pretrained(path, use_safetensors=True)  # never a pickled pytorch_model.bin
     for method in ("get_image_features", "get_text_features"):
@@ -219,7 +216,24 @@ def load_model_and_processor(
         tokenizer = load_tokenizer(path)
     if device is not None:
         model.to(device)
-    model.eval()
+    return model.eval(), image_processor, tokenizer
+
+
+def load_model_and_processor(
+    path: str, device: str | torch.device | None = None
+) -> tuple[nn.Module, Preprocess, PreTrainedTokenizerBase]:
+    r"""
+    Load a dual encoder and its preprocessing from a local folder ([`load_dual_encoder`]).
+
+    Args:
+        path (`str`): the model folder.
+        device (`str` or `torch.device`, *optional*): where to put the model.
+
+    Returns:
+        `(model, preprocess, tokenizer)`: the model in eval mode, a callable mapping a list of images to
+        `pixel_values`, and the tokenizer.
+    """
+    model, image_processor, tokenizer = load_dual_encoder(path, device)
 
     def preprocess(images: list[Any]) -> torch.Tensor:
         return image_processor(images=images, return_tensors="pt")["pixel_values"]
@@ -232,6 +246,7 @@ __all__ = [
     "default_max_length",
     "encode_images",
     "encode_texts",
+    "load_dual_encoder",
     "load_model_and_processor",
     "load_tokenizer",
 ]
