@@ -142,14 +142,39 @@ def curve(output_dir: Path) -> list[dict[str, float]]:
     ]
 
 
+def shown_command(command: list[str]) -> list[str]:
+    """The command as its record holds it: paths inside the checkout relative to it, without the interpreter."""
+    return [str(Path(part).relative_to(ROOT)) if part.startswith(str(ROOT)) else part for part in command[1:]]
+
+
+def same_command(recorded: list[str] | None, shown: list[str]) -> bool:
+    """Whether a record's command is `shown`, its `--output_dir` compared as a resolved path (a study run from
+    another checkout of the repository records it absolute)."""
+
+    def canonical(command: list[str]) -> list[str]:
+        command = list(command)
+        if "--output_dir" in command:
+            at = command.index("--output_dir") + 1
+            command[at] = str((ROOT / command[at]).resolve())
+        return command
+
+    return recorded is not None and canonical(recorded) == canonical(shown)
+
+
+def finished(command: list[str], output_dir: Path) -> bool:
+    """Whether `output_dir` holds the record of a finished run of `command`."""
+    record_file = output_dir / "quality_run.json"
+    return record_file.is_file() and same_command(json.loads(record_file.read_text()).get("command"), shown_command(command))
+
+
 def run_one(command: list[str], output_dir: Path, log: Path, analyze: str | None = None) -> dict[str, Any]:
     """Run (or read back) one training run; its record. With `analyze` (the data), also the misalignment analysis
     of its checkpoints (`analyze_run`), added to a record read back that lacks it."""
     record_file = output_dir / "quality_run.json"
-    shown = [str(Path(part).relative_to(ROOT)) if part.startswith(str(ROOT)) else part for part in command[1:]]
+    shown = shown_command(command)
     if record_file.is_file():
         record = json.loads(record_file.read_text())
-        if record.get("command") == shown:
+        if same_command(record.get("command"), shown):
             if analyze and "analysis" not in record:
                 record["analysis"] = analyze_run(analyze, output_dir)
                 record_file.write_text(json.dumps(record, indent=1))
@@ -441,6 +466,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="after each run, `mcd analyze` every checkpoint it kept and its student (keep checkpoints with "
         "-- --save_steps K --save_total_limit N)",
     )
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="train nothing: write the JSON and plots from the runs already finished (a study still running)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny synthetic grid, 2 seeds: checks the whole path")
     parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: flags for every run (e.g. --max_steps 50)")
     args = parser.parse_args(argv)
@@ -477,6 +507,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         folder = study if not noise else f"{study}_noise{noise:g}"
         output_dir = args.output / folder / variant / f"seed{seed}"
         command = run_command(args.data, variant, seed, output_dir, extra, noise)
+        if args.collect and not finished(command, output_dir):
+            continue
         print(f"[quality] {folder} {variant} seed {seed} -> {output_dir}", flush=True)
         record = run_one(command, output_dir, output_dir.parent / f"seed{seed}.log", args.data if args.analyze else None)
         runs.append({"variant": variant, "seed": seed, "noise": noise, "label": label(variant, noise), **record})
