@@ -50,8 +50,8 @@ class _Records:
     """Reads the record that starts on any line: one csv reader while records follow each other (the fast path), a
     fresh one after an error or a jump (a reader that failed is left mid-record)."""
 
-    def __init__(self, lines: Sequence[str]):
-        self.lines = lines
+    def __init__(self, lines: Sequence[str], delimiter: str = ","):
+        self.lines, self.delimiter = lines, delimiter
         self.source: _Lines | None = None
         self.reader = None
 
@@ -60,7 +60,8 @@ class _Records:
         line after the last one it took."""
         if self.reader is None or self.source.end != start:
             self.source = _Lines(self.lines, start)
-            self.reader = csv.reader(self.source, strict=True)  # strict: a stray quote is an error, not a field
+            # strict: a stray quote is an error, not a field
+            self.reader = csv.reader(self.source, delimiter=self.delimiter, strict=True)
         try:
             return next(self.reader), self.source.end
         except csv.Error as error:
@@ -85,8 +86,8 @@ class _RowShape:
     # The good records whose image extension is learned: a corpus uses few, and the check costs on every row.
     LEARNED_ROWS = 100
 
-    def __init__(self, width: int, image_index: int, is_file: Callable[[str], bool]):
-        self.width, self.image_index, self.is_file = width, image_index, is_file
+    def __init__(self, width: int, image_index: int, is_file: Callable[[str], bool], delimiter: str = ","):
+        self.width, self.image_index, self.is_file, self.delimiter = width, image_index, is_file, delimiter
         self.extensions = set(_image_extensions())
         self.learned = 0
 
@@ -100,7 +101,7 @@ class _RowShape:
 
     def matches(self, line: str) -> bool:
         try:
-            fields = next(csv.reader([line], strict=True))
+            fields = next(csv.reader([line], delimiter=self.delimiter, strict=True))
         except (csv.Error, StopIteration):
             return False
         if len(fields) != self.width:
@@ -109,10 +110,10 @@ class _RowShape:
         return bool(value) and (os.path.splitext(value)[1].lower() in self.extensions or self.is_file(value))
 
 
-def _header(lines: Sequence[str], path: str, columns: Sequence[str]) -> tuple[list[str], int]:
+def _header(lines: Sequence[str], path: str, columns: Sequence[str], delimiter: str) -> tuple[list[str], int]:
     if not lines:
         raise ValueError(f"{path} has no readable CSV header: the file is empty")
-    header, end = _Records(lines).read(0)
+    header, end = _Records(lines, delimiter).read(0)
     if end > 1:
         runs = "is never closed" if isinstance(header, csv.Error) else f"closes on line {end}"
         raise ValueError(f"{path}: the CSV header opens a quote on line 1 that {runs}; a header is one line")
@@ -120,7 +121,10 @@ def _header(lines: Sequence[str], path: str, columns: Sequence[str]) -> tuple[li
         raise ValueError(f"{path} has no readable CSV header: {header}")
     for column, argument in zip(columns, ("image_column", "caption_column")):
         if column not in header:
-            raise ValueError(f"{argument}={column!r} is not a column of {path}; its columns are {sorted(header)}")
+            hint = f" (fields separated by {delimiter!r}: --csv_separator?)" if len(header) == 1 else ""
+            raise ValueError(
+                f"{argument}={column!r} is not a column of {path}; its columns are {sorted(header)}{hint}"
+            )
     for column in columns:
         if header.count(column) > 1:
             raise ValueError(f"{path} names the column {column!r} twice in its header: which one holds the data?")
@@ -128,7 +132,11 @@ def _header(lines: Sequence[str], path: str, columns: Sequence[str]) -> tuple[li
 
 
 def csv_records(
-    lines: Sequence[str], path: str, columns: Sequence[str], is_file: Callable[[str], bool] = lambda value: False
+    lines: Sequence[str],
+    path: str,
+    columns: Sequence[str],
+    is_file: Callable[[str], bool] = lambda value: False,
+    delimiter: str = ",",
 ) -> Iterator[Record]:
     r"""
     The records of a CSV file with a header, each with the 1-based line it starts on.
@@ -140,6 +148,7 @@ def csv_records(
             column); the first two must be in the header, and none may be named twice.
         is_file (`Callable[[str], bool]`, *optional*): whether an image column value names an existing file; used
             to recognise rows whose image paths have no known extension.
+        delimiter (`str`, *optional*, defaults to `","`): the field separator (a tab for TSV).
 
     Yields:
         `(line, {column: value})` for a record, `(line, BadSampleError)` for a line that is not one: `empty_line`,
@@ -150,10 +159,10 @@ def csv_records(
         ValueError: no header, a header missing the image or caption column, naming a column twice, or spanning
             lines.
     """
-    header, position = _header(lines, path, columns)
-    shape = _RowShape(len(header), header.index(columns[0]), is_file)
+    header, position = _header(lines, path, columns, delimiter)
+    shape = _RowShape(len(header), header.index(columns[0]), is_file, delimiter)
     closing: dict[int, int] = {}  # a line holding the quote that closes one opened on an unbalanced line -> that line
-    records = _Records(lines)
+    records = _Records(lines, delimiter)
     while position < len(lines):
         start = position
         if start in closing:

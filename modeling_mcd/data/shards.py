@@ -18,16 +18,24 @@ import io
 import os
 import tarfile
 from collections.abc import Iterator
+from itertools import islice
 from typing import Any
 
 import datasets
+import pyarrow as pa
 from datasets.builder import Key
+from datasets.features.features import cast_to_python_objects
 from datasets.packaged_modules.webdataset.webdataset import WebDataset, base_plus_ext
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 #: The column of a shard's problem, on the one extra row a cut shard gives; `None` on every sample.
 PROBLEM_COLUMN = "__mcd_shard_problem__"
 # Part of the cache name: the rows differ from those of `datasets`' own builder.
-_CACHE_HASH = "mcd-tolerant-webdataset-1"
+_CACHE_HASH = "mcd-tolerant-webdataset-2"
+#: Samples whose members make the columns (`datasets` looks at 5, and requires them all alike).
+FEATURE_INFERENCE_SAMPLES = 50
 
 
 class _EndAwareTarInfo(tarfile.TarInfo):
@@ -137,21 +145,54 @@ class TolerantWebDataset(WebDataset):
 
     def _split_generators(self, dl_manager):
         if not self.info.features:
-            # The columns are inferred from the first shard's first samples: take the first shard that has one.
             files = [path for paths in dl_manager.download(self.config.data_files).values() for path in paths]
-            first = next((path for path in files if next(iter(ShardMembers(path)), None) is not None), None)
-            if first is None:
-                raise ValueError(f"no shard holds a whole sample: {files}")
-            super()._split_generators(_Archives(dl_manager, only=first))
+            self.info.features = self._infer_features(files)
         splits = super()._split_generators(_Archives(dl_manager))
         self.info.features[PROBLEM_COLUMN] = datasets.Value("string")
         return splits
 
+    def _infer_features(self, files: list[str]) -> datasets.Features:
+        """The columns: every member kind of the first samples (of the first shards that have any), typed as
+        `datasets` types them. `datasets` requires its first 5 samples to hold the same members, so that one sample
+        without its `.txt` stopped the whole load; here such a sample is a row without a caption, a bad row."""
+        examples: list[dict[str, Any]] = []
+        for path in files:
+            wanted = FEATURE_INFERENCE_SAMPLES - len(examples)
+            examples += islice(self._get_pipeline_from_tar(path, ShardMembers(path)), wanted)
+            if len(examples) >= FEATURE_INFERENCE_SAMPLES:
+                break
+        if not examples:
+            raise ValueError(f"no shard holds a whole sample: {files}")
+        tables = [pa.Table.from_pylist(cast_to_python_objects([row], only_1d_for_numpy=True)) for row in examples]
+        features = datasets.Features.from_arrow_schema(pa.concat_tables(tables, promote_options="default").schema)
+        kinds = {
+            datasets.Image: self.IMAGE_EXTENSIONS,
+            datasets.Audio: self.AUDIO_EXTENSIONS,
+            datasets.Video: self.VIDEO_EXTENSIONS,
+            datasets.Mesh: self.MESH_EXTENSIONS,
+        }
+        for name in list(features):
+            extension = name.rsplit(".", 1)[-1].lower()
+            for kind, extensions in kinds.items():
+                if extension in extensions:
+                    features[name] = kind()
+        return features
+
     def _generate_examples(self, tar_paths, tar_iterators):
+        known, unknown = set(self.info.features), set()
         for index, (path, members) in enumerate(zip(tar_paths, tar_iterators)):
             count = 0
             for key, example in super()._generate_examples([path], [members]):
                 count = key.item_or_batch_id + 1
+                if extra := set(example) - known:  # a member kind the first samples did not show: no column for it
+                    if extra - unknown:
+                        logger.warning(
+                            "%s: sample %s has members %s that the first samples of the shards lack; they are left "
+                            "out (their samples may then miss their image or caption)", path, example["__key__"],
+                            sorted(extra - unknown),
+                        )  # fmt: skip
+                        unknown |= extra
+                    example = {name: value for name, value in example.items() if name in known}
                 yield Key(index, key.item_or_batch_id), example
             if members.problem is not None:
                 row = dict.fromkeys(self.info.features)

@@ -1,5 +1,5 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
-"""Caption files read row by row: `.jsonl`, `.json` and `.csv` files whose rows name an image file and its
+"""Caption files read row by row: `.jsonl`, `.json`, `.csv` and `.tsv` files whose rows name an image file and its
 caption(s).
 
 Data flow: `read_caption_files(files, image_column, caption_column)` -> a `datasets.Dataset` with one row per line
@@ -40,7 +40,9 @@ from .text_lines import physical_lines, read_text, strip_line_end, text_problem,
 
 logger = logging.get_logger(__name__)
 
-TEXT_FILE_EXTENSIONS = (".jsonl", ".json", ".csv")
+TEXT_FILE_EXTENSIONS = (".jsonl", ".json", ".csv", ".tsv")
+#: What relative image paths of a caption file are relative to: its folder, or the working directory (open_clip).
+PATHS_RELATIVE_TO = ("file", "cwd")
 #: The columns of the dataset `read_caption_files` returns.
 FEATURES = datasets.Features(
     {
@@ -158,11 +160,18 @@ class ImagePaths:
         base_dir (`str`): the caption file's folder (absolute); relative paths are resolved against it.
         allow_outside (`bool`): accept relative paths that leave `base_dir` (`../x.jpg`).
         hint (`str`, *optional*): added to the message of a path leaving the folder: how to allow it.
+        base_name (`str`, *optional*): what `base_dir` is, for that message.
     """
 
-    def __init__(self, base_dir: str, allow_outside: bool, hint: str = " (--allow_paths_outside_data)"):
+    def __init__(
+        self,
+        base_dir: str,
+        allow_outside: bool,
+        hint: str = " (--allow_paths_outside_data)",
+        base_name: str = "the folder of the caption file",
+    ):
         self.base_dir = base_dir
-        self.allow_outside, self.hint = allow_outside, hint
+        self.allow_outside, self.hint, self.base_name = allow_outside, hint, base_name
         self.checked: dict[str, BadSampleError | None] = {}
 
     def resolve(self, value: Any) -> str:
@@ -180,7 +189,7 @@ class ImagePaths:
             raise BadSampleError("bad_encoding", f"image path {value!r:.80}: {problem}")
         if not self.allow_outside and leaves_folder(self.base_dir, value):
             raise BadSampleError(
-                "path_outside_data", f"{value!r} leaves the folder of the caption file, {self.base_dir}{self.hint}"
+                "path_outside_data", f"{value!r} leaves {self.base_name}, {self.base_dir}{self.hint}"
             )
         full = os.path.normpath(os.path.join(self.base_dir, value))
         if full not in self.checked:
@@ -206,24 +215,45 @@ def _file_problem(path: str) -> BadSampleError | None:
     return None
 
 
+def csv_separator(path: str, separator: str | None = None) -> str:
+    """The field separator of the CSV/TSV file `path`: `separator` (`"\\t"` and `"tab"` name a tab, as open_clip's
+    `--csv-separator "\\t"` reaches it from a shell), else a tab for `.tsv` and `,` for `.csv`.
+
+    Raises:
+        ValueError: `separator` is not one character.
+    """
+    if separator is None:
+        return "\t" if path.lower().endswith(".tsv") else ","
+    separator = "\t" if separator in ("\\t", "tab") else separator
+    if len(separator) != 1:
+        raise ValueError(f"--csv_separator must be one character (or '\\t' / 'tab' for a tab), got {separator!r}")
+    return separator
+
+
 def read_caption_files(
     files: list[str],
     image_column: str,
     caption_column: str,
     allow_paths_outside_data: bool = False,
     split_column: str | None = "split",
+    separator: str | None = None,
+    paths_relative_to: str = "file",
 ) -> datasets.Dataset:
     r"""
     Read caption files row by row into one dataset, each row's problems recorded with it (see the module docstring).
 
     Args:
-        files (`list[str]`): `.jsonl`/`.json`/`.csv` files, read in this order.
+        files (`list[str]`): `.jsonl`/`.json`/`.csv`/`.tsv` files, read in this order.
         image_column (`str`): the column holding the image path (relative to the file's folder, or absolute).
         caption_column (`str`): the column holding one caption or a list of captions.
         allow_paths_outside_data (`bool`, *optional*, defaults to `False`): accept relative paths such as
             `../other/x.jpg` that leave the folder of the caption file.
         split_column (`str`, *optional*, defaults to `"split"`): the column naming each row's split, copied to
             the `split` column (`None` where a row has no value, or a line cannot be read). `None`: no such column.
+        separator (`str`, *optional*): the field separator of CSV/TSV files (`csv_separator`).
+        paths_relative_to (`str`, *optional*, defaults to `"file"`): relative image paths are relative to the
+            caption file's folder (`"file"`) or to the working directory (`"cwd"`, as open_clip reads them); a path
+            leaving that folder is a bad row unless `allow_paths_outside_data`.
 
     Returns:
         `datasets.Dataset` with the columns of `FEATURES`; `bad_reason` is `None` on the rows that can be used.
@@ -235,11 +265,17 @@ def read_caption_files(
     columns = {name: [] for name in FEATURES}
     first_row_of: dict[str, int] = {}
     used = tuple(name for name in (image_column, caption_column, split_column) if name is not None)
+    if paths_relative_to not in PATHS_RELATIVE_TO:
+        raise ValueError(f"paths_relative_to must be one of {PATHS_RELATIVE_TO}, got {paths_relative_to!r}")
     for path in files:
         text = read_text(path)
-        images = ImagePaths(os.path.dirname(os.path.abspath(path)), allow_paths_outside_data)
-        if path.lower().endswith(".csv"):
-            records = csv_records(physical_lines(text), path, used, is_file=images.is_file)
+        if paths_relative_to == "cwd":
+            images = ImagePaths(os.getcwd(), allow_paths_outside_data, base_name="the working directory")
+        else:
+            images = ImagePaths(os.path.dirname(os.path.abspath(path)), allow_paths_outside_data)
+        if path.lower().endswith((".csv", ".tsv")):
+            delimiter = csv_separator(path, separator)
+            records = csv_records(physical_lines(text), path, used, is_file=images.is_file, delimiter=delimiter)
         else:
             records = _json_records(text, path, used)
         seen_keys: set[str] = set()  # the columns of a JSON file's objects
@@ -296,4 +332,13 @@ def read_caption_files(
     return datasets.Dataset.from_dict(columns, features=FEATURES)
 
 
-__all__ = ["FEATURES", "TEXT_FILE_EXTENSIONS", "ImagePaths", "leaves_folder", "read_caption_files", "read_json_lines"]
+__all__ = [
+    "FEATURES",
+    "PATHS_RELATIVE_TO",
+    "TEXT_FILE_EXTENSIONS",
+    "ImagePaths",
+    "csv_separator",
+    "leaves_folder",
+    "read_caption_files",
+    "read_json_lines",
+]
