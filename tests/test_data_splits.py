@@ -1,8 +1,9 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
 """No training path reads an evaluation split, and an evaluation image in the training data stops the run.
 
-Every loader (jsonl, csv, imagefolder, webdataset, the Hub loader) is given one file holding train, val and test rows
-(plus rows naming no split); each test checks which rows come back by their images' colours. Then the leak check:
+Every loader (jsonl, csv, tsv, parquet, save_to_disk, imagefolder, webdataset, the Hub loader) is given one file
+holding train, val and test rows (plus rows naming no split); each test checks which rows come back by their
+images' colours. Then the leak check:
 by path, by content under another name, by pixels for decoded images, and in a stream as it is read. Finally
 `--caption_noise`: exactly the drawn rows change, to another image's caption, the same for every objective.
 """
@@ -64,6 +65,40 @@ def write_csv(folder):
     return path
 
 
+def write_tsv(folder):
+    _write_images(folder)
+    path = folder / "captions.tsv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t")
+        writer.writerow(["file_name", "caption", "split"])
+        for k in range(len(SPLITS)):
+            writer.writerow([f"images/{k}.png", f"picture {k}", SPLITS[k] or ""])
+    return path
+
+
+def _table():
+    """The rows as a `datasets` table: images embedded as bytes, the split a column like any other."""
+    features = datasets.Features(
+        {"image": datasets.Image(), "caption": datasets.Value("string"), "split": datasets.Value("string")}
+    )
+    rows = {
+        "image": [{"bytes": encode(solid(k)), "path": None} for k in range(len(SPLITS))],
+        "caption": [f"picture {k}" for k in range(len(SPLITS))],
+        "split": SPLITS,
+    }
+    return datasets.Dataset.from_dict(rows, features=features)
+
+
+def write_parquet(folder):
+    _table().to_parquet(folder / "rows.parquet")
+    return folder / "rows.parquet"
+
+
+def write_saved(folder):
+    _table().save_to_disk(str(folder / "saved"))
+    return folder / "saved"
+
+
 def write_imagefolder(folder):
     _write_images(folder)
     rows = [{**_row(k), "split": SPLITS[k]} for k in range(len(SPLITS))]  # the folder's metadata must be uniform
@@ -97,6 +132,9 @@ def expected(split):
 LOADERS = {
     "jsonl": lambda folder: (str(write_jsonl(folder)), {"image_column": "file_name"}),
     "csv": lambda folder: (str(write_csv(folder)), {"image_column": "file_name"}),
+    "tsv": lambda folder: (str(write_tsv(folder)), {"image_column": "file_name"}),
+    "parquet": lambda folder: (str(write_parquet(folder)), {}),
+    "save_to_disk": lambda folder: (str(write_saved(folder)), {}),
     "imagefolder": lambda folder: (str(write_imagefolder(folder)), {}),
     "webdataset": lambda folder: (str(write_shard(folder)), {}),
 }
@@ -113,7 +151,7 @@ def test_each_loader_keeps_exactly_the_rows_of_the_split(kind, streaming, tmp_pa
         rows = load_image_text_dataset(source, split=split, streaming=streaming, **columns, **cache)
         assert sorted(colours(rows)) == sorted(expected(split)), (kind, split)
     # The column is what decides: read under another name, the same rows are all training rows.
-    if kind in ("jsonl", "csv"):
+    if kind in ("jsonl", "csv", "tsv"):
         rows = load_image_text_dataset(source, split="train", split_column=None, **columns, **cache)
         assert len(colours(rows)) == len(SPLITS)
 
@@ -156,8 +194,10 @@ def test_the_kept_and_dropped_counts_are_logged_and_an_empty_split_is_an_error(t
     counts = Counter(split or "train" for split in SPLITS)
     assert f"keeps {len(TRAIN)} of {len(SPLITS)} rows" in message
     assert f"test {counts['test']}" in message and f"val {counts['val']}" in message
-    with pytest.raises(ValueError, match=r"no row of split 'dev'.*test 2.*train 5.*val 2"):
-        load_image_text_dataset(str(path), split="dev", image_column="file_name")
+    with pytest.raises(ValueError, match=r"no row of split 'holdout'.*test 2.*train 5.*val 2"):
+        load_image_text_dataset(str(path), split="holdout", image_column="file_name")
+    # Names `datasets` takes for one split are one split: `validation` (or `dev`) keeps the `val` rows.
+    assert len(load_image_text_dataset(str(path), split="validation", image_column="file_name")) == counts["val"]
 
 
 def test_rows_of_a_file_without_a_split_column_are_all_training_rows(tmp_path):

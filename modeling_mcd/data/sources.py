@@ -1,16 +1,18 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
-"""Opening image-text sources: a Hub dataset, an `imagefolder` directory, `.jsonl`/`.csv` files or webdataset
-`.tar` shards, each normalised to the same two columns.
+"""Opening image-text sources: a Hub dataset, an image folder, caption files (`.jsonl`/`.json`/`.csv`/`.tsv`),
+webdataset `.tar` shards (img2dataset's output), parquet files or folders, or a `save_to_disk` folder, each
+normalised to the same two columns.
 
 Data flow: `load_image_text_dataset(source)` -> a `datasets.Dataset` (or `IterableDataset` when streaming) with
 `image` (kept undecoded: a path or a `{"bytes", "path"}` dict) and `caption` (a string or a list of strings).
-Caption files (`.jsonl`/`.json`/`.csv`) are read row by row by `text_files.read_caption_files`, whose rows also say
-where they come from (`file`, `line`), which image they show (`pair_id`) and what is wrong with them (`bad_*`).
-Webdataset shards are read by `shards.load_shards`: a shard cut short gives its whole samples and one bad row
-(`truncated_shard`, with `file`, `bad_reason`, `bad_column` and `bad_detail` columns like a caption file's rows),
-and the next shard is read. An image folder is read as exactly its files (`image_folder.image_folder_files`):
-`datasets` would take `val`/`train`/`test` in a file name (`COCO_val2014_000001.jpg`) for a split and leave the
-file out.
+Caption files are read row by row by `text_files.read_caption_files`, whose rows also say where they come from
+(`file`, `line`), which image they show (`pair_id`) and what is wrong with them (`bad_*`). Webdataset shards are
+read by `shards.load_shards`: a shard cut short gives its whole samples and one bad row (`truncated_shard`, with
+`file`, `bad_reason`, `bad_column` and `bad_detail` columns like a caption file's rows), and the next shard is read;
+a sample without its image or caption member is a bad row (`missing_value`). An image folder is read as exactly its
+files (`image_folder.image_folder_files`): `datasets` would take `val`/`train`/`test` in a file name
+(`COCO_val2014_000001.jpg`) for a split and leave the file out. Parquet and `save_to_disk` tables are opened by
+`formats`. Every source then keeps the rows of its split (`splits.select_split`).
 Decoding happens one sample at a time later (`decoding.decode_image`, called by the datasets of `image_text`),
 where the bad-sample policy can see what failed.
 """
@@ -18,26 +20,31 @@ where the bad-sample policy can see what failed.
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
-from collections import Counter
 from collections.abc import Sequence
-from itertools import islice
+from functools import partial
 from typing import Any
 
 import datasets
+from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 from transformers.utils import logging
 
+from .formats import PARQUET, load_parquet, load_saved, parquet_files_below, saved_kind
 from .image_folder import image_folder_files
 from .shards import PROBLEM_COLUMN, load_shards
+from .splits import _column_names, select_split
 from .text_files import TEXT_FILE_EXTENSIONS, read_caption_files
 
 logger = logging.get_logger(__name__)
 
+IMAGE_EXTENSIONS = frozenset(ImageFolder.EXTENSIONS)
+
 WEBDATASET_IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 WEBDATASET_CAPTION_KEYS = ("txt",)
-LOCAL_EXTENSIONS = (*TEXT_FILE_EXTENSIONS, ".tar")
+LOCAL_EXTENSIONS = (*TEXT_FILE_EXTENSIONS, ".tar", PARQUET)
+#: Sources this package does not read: URLs and webdataset's `pipe:` commands.
+REMOTE = re.compile(r"^(pipe:|[A-Za-z][A-Za-z0-9+.-]*://)")
 #: The columns of a webdataset row besides `image` and `caption`: a cut shard's row says what is wrong, as the bad
 #: rows of a caption file do; they are `None` on every sample.
 SHARD_ROW_COLUMNS = ("file", "bad_reason", "bad_column", "bad_detail")
@@ -85,13 +92,6 @@ def _local_files(source: str) -> list[str]:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
         raise ValueError(f"{len(missing)} of the {len(patterns)} files named by {source!r} do not exist: {shown}")
     return files
-
-
-def _column_names(dataset: datasets.Dataset | datasets.IterableDataset) -> list[str]:
-    if dataset.column_names is not None:
-        return list(dataset.column_names)
-    # A streaming dataset whose features are not known in advance: look at its first row.
-    return list(next(iter(dataset)).keys())
 
 
 def _require_column(columns: Sequence[str], name: str, argument: str, source: str) -> None:
@@ -144,10 +144,14 @@ def _shard_row(example: dict[str, Any], image_keys: Sequence[str], caption_key: 
             row["image"] = value
             break
     caption = example.get(caption_key)
+    where = row["image"].get("path") if isinstance(row["image"], dict) else example["__url__"]
     if isinstance(caption, str) and "\ufffd" in caption:  # bytes `shards` could not decode
         detail = f"the caption member holds bytes that are not UTF-8 (shown as U+FFFD): {caption!r:.80}"
-        where = row["image"].get("path") if isinstance(row["image"], dict) else example["__url__"]
         row.update(file=where, bad_reason="bad_encoding", bad_column="caption", bad_detail=detail)
+    elif row["image"] is None or caption is None:  # a sample without one of its members (img2dataset's failures)
+        column, member = ("image", "/".join(image_keys)) if row["image"] is None else ("caption", caption_key)
+        detail = f"sample {example.get('__key__')!r} has no .{member} member"
+        row.update(file=where, bad_reason="missing_value", bad_column=column, bad_detail=detail)
     return row
 
 
@@ -184,95 +188,6 @@ def _load_webdataset(
     return _normalise_columns(dataset, "image", caption_column, source, extra=SHARD_ROW_COLUMNS)
 
 
-def _split_value(value: Any) -> str | None:
-    """A split cell as text: `None` for no value (`None`, `""`); webdataset members arrive as bytes."""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace").strip()
-    return None if value in (None, "") else str(value)
-
-
-def _with_split_column(
-    dataset: datasets.Dataset | datasets.IterableDataset, split_column: str
-) -> tuple[datasets.Dataset | datasets.IterableDataset, str | None]:
-    """The dataset and the column holding each row's split, or `None`: `split_column` itself, or that key of a
-    webdataset sample's `.json` member."""
-    columns = _column_names(dataset)
-    if split_column in columns:
-        return dataset, split_column
-    if "json" in columns:
-        # The first sample's: a cut shard's row, first when the first shard is cut early, has no member at all.
-        first = next((row["json"] for row in islice(dataset, 1000) if row["json"] is not None), None)
-        if isinstance(first, (bytes, str)):
-            first = json.loads(first)
-        if isinstance(first, dict) and split_column in first:
-
-            def lift(example: dict[str, Any]) -> dict[str, Any]:
-                member = example["json"]
-                member = json.loads(member) if isinstance(member, (bytes, str)) else member
-                return {"_mcd_split": (member or {}).get(split_column)}
-
-            return dataset.map(lift), "_mcd_split"
-    return dataset, None
-
-
-def select_split(
-    dataset: datasets.Dataset | datasets.IterableDataset,
-    split: str,
-    split_column: str | None,
-    unlabelled_split: str,
-    source: str,
-) -> datasets.Dataset | datasets.IterableDataset:
-    r"""
-    Keep the rows of `split` when the rows name their split, and say how many each split kept and dropped.
-
-    A row belongs to the split named in its `split_column` (or, for webdataset shards, that key of its `.json`
-    member); a row without a value belongs to `unlabelled_split`. A dataset without the column is returned whole:
-    its rows are all of the split it was loaded as.
-
-    Args:
-        dataset: the loaded rows.
-        split (`str`): the split to keep.
-        split_column (`str` or `None`): the column naming each row's split; `None` keeps every row.
-        unlabelled_split (`str`): the split of rows with no value in the column (a caption file's training split;
-            for a Hub dataset or an image folder, the split it was loaded as).
-        source (`str`): the dataset as the user named it, for the messages.
-
-    Returns:
-        The rows of `split`. For a map-style dataset, a warning names the count kept and dropped per split; a
-        stream is filtered as it is read.
-
-    Raises:
-        ValueError: no row belongs to `split` (the message lists the splits that exist, with their counts).
-    """
-    if split_column is None:
-        return dataset
-    dataset, column = _with_split_column(dataset, split_column)
-    if column is None:
-        return dataset
-
-    def keep(value: Any) -> bool:
-        return (_split_value(value) or unlabelled_split) == split
-
-    if isinstance(dataset, datasets.IterableDataset):
-        logger.warning("%s: keeping the rows whose %r is %r, as the stream is read", source, split_column, split)
-        return dataset.filter(keep, input_columns=[column])
-    counts = Counter(_split_value(value) or unlabelled_split for value in dataset[column])
-    if counts[split] == 0:
-        found = ", ".join(f"{name} {count:,}" for name, count in sorted(counts.items()))
-        raise ValueError(
-            f"{source} has no row of split {split!r} in its {split_column!r} column (rows without a value count as "
-            f"{unlabelled_split!r}); it holds {found}. Choose another split, or --split_column"
-        )
-    if counts[split] < len(dataset):
-        others = ", ".join(f"{name} {count:,}" for name, count in sorted(counts.items()) if name != split)
-        logger.warning(
-            "%s: split %r keeps %s of %s rows; the other splits of its %r column are left out: %s",
-            source, split, f"{counts[split]:,}", f"{len(dataset):,}", split_column, others,
-        )  # fmt: skip
-        dataset = dataset.filter(keep, input_columns=[column])
-    return dataset
-
-
 def load_image_text_dataset(
     source: str,
     split: str = "train",
@@ -282,6 +197,8 @@ def load_image_text_dataset(
     allow_paths_outside_data: bool = False,
     split_column: str | None = "split",
     train_split: str = "train",
+    csv_separator: str | None = None,
+    paths_relative_to: str = "file",
     **kwargs,
 ) -> datasets.Dataset | datasets.IterableDataset:
     r"""
@@ -296,16 +213,22 @@ def load_image_text_dataset(
             - a local `imagefolder` directory with a `metadata.jsonl`/`metadata.csv` (`file_name` +
               caption columns): every image below it, whatever its name, or below the folder of `split` when its
               first-level folders name splits (`train/`, `validation/`/`val/`, `test/`);
-            - `.jsonl`/`.json`/`.csv` files (a path, a glob or a brace list) whose `image_column` holds
-              image paths, relative to the directory of the file that names them, or absolute. They are read row
-              by row (`text_files.read_caption_files`): a bad row is a row to skip, not a dead file, and the
-              dataset has the columns `pair_id`, `file`, `line` and `bad_reason`/`bad_column`/`bad_detail` too;
-            - webdataset `.tar` shards (a path, a glob or a brace list such as `"data/{000..099}.tar"`)
-              with `jpg`/`jpeg`/`png`/`webp` + `txt` members per sample (used when `image_column` /
-              `caption_column` are left at their defaults). A shard cut short gives the samples before the cut and
-              one bad row (`truncated_shard`, naming the shard), and the next shard is read; the dataset also has
-              the columns `file` and `bad_reason`/`bad_column`/`bad_detail`;
+            - a folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk` (`split` picks the table);
+            - a folder of parquet files laid out as on the Hub (`data/train-*.parquet`, `data/test-*.parquet`:
+              the split from the names, as `datasets.load_dataset(folder)` reads it), or `.parquet` files;
+            - `.jsonl`/`.json`/`.csv`/`.tsv` files (a path, a glob or a brace list) whose `image_column` holds
+              image paths, relative to the directory of the file that names them (or to the working directory,
+              `paths_relative_to="cwd"`), or absolute. They are read row by row (`text_files.read_caption_files`):
+              a bad row is a row to skip, not a dead file, and the dataset has the columns `pair_id`, `file`, `line`
+              and `bad_reason`/`bad_column`/`bad_detail` too;
+            - webdataset `.tar` shards (a path, a glob or a brace list such as `"data/{00000..00099}.tar"`, every
+              named shard must exist) with `jpg`/`jpeg`/`png`/`webp` + `txt` members per sample (used when
+              `image_column` / `caption_column` are left at their defaults). A shard cut short gives the samples
+              before the cut and one bad row (`truncated_shard`, naming the shard), and the next shard is read; a
+              sample without one of the members is a bad row; the dataset also has the columns `file` and
+              `bad_reason`/`bad_column`/`bad_detail`;
             - otherwise, a dataset on the Hub, opened with `datasets.load_dataset(source, split=...)`.
+            URLs and `pipe:` commands are refused: copy or mount the files.
         split (`str`, *optional*, defaults to `"train"`): the split to load. Where the rows name their split in
             `split_column` (a caption file's `split` field, an image folder's metadata, a Hub dataset's column, a
             webdataset sample's `.json` member), only that split's rows are kept (`select_split`).
@@ -319,6 +242,10 @@ def load_image_text_dataset(
             every row whatever it says.
         train_split (`str`, *optional*, defaults to `"train"`): the split of a caption file's rows that name none
             (a file without a split column is all training rows).
+        csv_separator (`str`, *optional*): the field separator of `.csv`/`.tsv` files; default `,` for `.csv` and
+            a tab for `.tsv` (`"\\t"` and `"tab"` name a tab).
+        paths_relative_to (`str`, *optional*, defaults to `"file"`): what relative image paths of a caption file
+            are relative to: `"file"` (its folder) or `"cwd"` (the working directory, as open_clip reads them).
         kwargs: passed on to `datasets.load_dataset` (e.g. `cache_dir`); caption files are read without it.
 
     Returns:
@@ -326,32 +253,61 @@ def load_image_text_dataset(
 
     Raises:
         ValueError: `image_column` or `caption_column` is missing (the message lists the columns that
-            exist), a caption file cannot be read, or local files of an unsupported kind.
+            exist), a caption file cannot be read, a named shard is missing, a split is not there (the message
+            lists those that are), a URL or `pipe:` source, or local files of an unsupported kind.
     """
     pick = {"split": split, "split_column": split_column, "source": source}
+    if REMOTE.match(source):
+        raise ValueError(
+            f"{source!r}: remote files and shards (URLs, pipe: commands) are not read; copy or mount them and name "
+            "the local files, or name a Hub dataset (org/name)"
+        )
+    table = partial(_table, image_column=image_column, caption_column=caption_column, pick=pick)
     if os.path.isdir(source):
+        if saved_kind(source) is not None:  # Dataset.save_to_disk / DatasetDict.save_to_disk
+            dataset, name = load_saved(source, split, streaming)
+            return table(dataset, split if name is not None else train_split)
+        if (parquet := parquet_files_below(source)) and not _holds_images(source):  # a Hub-layout parquet folder
+            dataset, name = load_parquet(parquet, split, streaming, source, **kwargs)
+            return table(dataset, split if name is not None else train_split)
         data_files = {split.split("[")[0]: image_folder_files(source, split)}  # "train[:10%]" slices "train"
         dataset = datasets.load_dataset(
             "imagefolder", data_files=data_files, split=split, streaming=streaming, **kwargs
         )
-        dataset = select_split(dataset, unlabelled_split=split, **pick)
-        return _normalise_columns(dataset, image_column, caption_column, source)
+        return table(dataset, split)
     files = _local_files(source)
     if not files:
         if glob.has_magic(source) or "{" in source or source.lower().endswith(LOCAL_EXTENSIONS):
             raise ValueError(f"no file matches {source!r}")
-        dataset = datasets.load_dataset(source, split=split, streaming=streaming, **kwargs)
-        dataset = select_split(dataset, unlabelled_split=split, **pick)
-        return _normalise_columns(dataset, image_column, caption_column, source)
+        return table(datasets.load_dataset(source, split=split, streaming=streaming, **kwargs), split)
     extensions = {os.path.splitext(path)[1].lower() for path in files}
-    if extensions <= {".jsonl", ".json"} or extensions == {".csv"}:
-        dataset = read_caption_files(files, image_column, caption_column, allow_paths_outside_data, split_column)
+    if extensions <= {".jsonl", ".json"} or extensions <= {".csv", ".tsv"}:
+        dataset = read_caption_files(
+            files, image_column, caption_column, allow_paths_outside_data, split_column,
+            separator=csv_separator, paths_relative_to=paths_relative_to,
+        )  # fmt: skip
         dataset = select_split(dataset, unlabelled_split=train_split, **{**pick, "split_column": "split"})
         return dataset.to_iterable_dataset() if streaming else dataset
     if extensions == {".tar"}:
-        dataset = _load_webdataset(files, split, image_column, caption_column, streaming, source, pick, **kwargs)
-        return dataset
+        return _load_webdataset(files, split, image_column, caption_column, streaming, source, pick, **kwargs)
+    if extensions == {PARQUET}:
+        return table(load_parquet(files, split, streaming, source, **kwargs)[0], train_split)
     raise ValueError(
-        f"cannot tell how to read {source!r}: its files end with {sorted(extensions)}; "
-        "expected one kind of .jsonl/.json, .csv or .tar files, or an imagefolder directory"
+        f"cannot tell how to read {source!r}: its files end with {sorted(extensions)}; expected one kind of "
+        ".jsonl/.json, .csv/.tsv, .parquet or .tar files, an image folder, a parquet folder or a save_to_disk folder"
     )
+
+
+def _table(dataset, unlabelled: str, image_column: str, caption_column: str, pick: dict[str, Any]):
+    """The rows of a table-like source (a Hub dataset, an image folder, parquet, save_to_disk) of the split asked
+    for, its rows without a split value counting as `unlabelled`, with the two columns."""
+    dataset = select_split(dataset, unlabelled_split=unlabelled, **pick)
+    return _normalise_columns(dataset, image_column, caption_column, pick["source"])
+
+
+def _holds_images(folder: str) -> bool:
+    """Whether an image file lies below `folder` (an image folder, not a parquet one); stops at the first."""
+    for _, _, names in os.walk(folder):
+        if any(os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS for name in names):
+            return True
+    return False
