@@ -24,6 +24,7 @@ from transformers import HfArgumentParser
 from .configuration_mcd import POOLING_CHOICES
 from .data.decoding import DEFAULT_MAX_PIXELS, ON_BAD_SAMPLE_CHOICES
 from .data.streaming import DEFAULT_SHUFFLE_BUFFER_SIZE
+from .data.text_files import PATHS_RELATIVE_TO, csv_separator
 from .lora import ALL_LINEAR, DEFAULT_TARGET_MODULES, LORA_TOWERS
 from .training_arguments import MCDTrainingArguments, _divides, _positive
 
@@ -178,8 +179,9 @@ class DataArguments:
     dataset: str = field(
         default=SYNTHETIC,
         metadata={
-            "help": "'synthetic' (built in, no download), a Hub dataset name, an imagefolder directory, "
-            "jsonl/csv files or webdataset .tar shards (globs and {a,b} lists allowed)."
+            "help": "'synthetic' (built in, no download), a Hub dataset name, an imagefolder directory, a "
+            "save_to_disk folder, a parquet folder (Hub layout) or .parquet files, jsonl/csv/tsv files or webdataset "
+            ".tar shards such as img2dataset's (globs and {a,b} / {00000..00099} lists allowed)."
         },
     )
     train_split: str = field(
@@ -202,6 +204,32 @@ class DataArguments:
     )
     image_column: str = field(default="image", metadata={"help": "Column holding the image (or its path)."})
     caption_column: str = field(default="caption", metadata={"help": "Column holding the caption(s)."})
+    csv_img_key: str | None = field(
+        default=None,
+        metadata={
+            "help": "open_clip's name for --image_column; both given must agree (an --image_column left at its "
+            "default yields to it)."
+        },
+    )
+    csv_caption_key: str | None = field(
+        default=None,
+        metadata={
+            "help": "open_clip's name for --caption_column; both given must agree (a --caption_column left at its "
+            "default yields to it)."
+        },
+    )
+    csv_separator: str | None = field(
+        default=None,
+        metadata={"help": "Field separator of .csv/.tsv caption files; default ',' for .csv, a tab for .tsv ('\\t')."},
+    )
+    paths_relative_to: str = field(
+        default="file",
+        metadata={
+            "help": "Relative image paths of a caption file are relative to its folder (file) or to the working "
+            "directory (cwd, as open_clip reads them).",
+            "choices": PATHS_RELATIVE_TO,
+        },
+    )
     streaming: bool = field(
         default=False,
         metadata={
@@ -284,6 +312,20 @@ class DataArguments:
             raise ValueError(f"--mlm_probability must be in [0, 1), got {self.mlm_probability}")
         if not 0.0 <= self.caption_noise <= 1.0:
             raise ValueError(f"--caption_noise must be in [0, 1], got {self.caption_noise}")
+        for alias, name, default in (
+            ("csv_img_key", "image_column", "image"),
+            ("csv_caption_key", "caption_column", "caption"),
+        ):
+            value = getattr(self, alias)
+            if value is not None and getattr(self, name) not in (default, value):
+                raise ValueError(
+                    f"--{alias} is open_clip's name for --{name}: give one (--{name} {getattr(self, name)!r}, "
+                    f"--{alias} {value!r})"
+                )
+            if value is not None:
+                setattr(self, name, value)
+        if self.csv_separator is not None:
+            csv_separator("x.csv", self.csv_separator)  # one character, or a name of the tab
         if self.shuffle_buffer_size < 0:
             raise ValueError(f"--shuffle_buffer_size must be >= 0 (0: no buffer), got {self.shuffle_buffer_size}")
         if self.caption_noise and self.streaming:

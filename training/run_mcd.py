@@ -100,6 +100,8 @@ def load_pairs(data_args: DataArguments, synthetic: SyntheticConfig, with_valida
         allow_paths_outside_data=data_args.allow_paths_outside_data,
         split_column=data_args.split_column or None,
         train_split=data_args.train_split,
+        csv_separator=data_args.csv_separator,
+        paths_relative_to=data_args.paths_relative_to,
     )
     if with_validation and not data_args.validation_split:
         raise ValueError(
