@@ -3,9 +3,10 @@
 
 Data flow (DESIGN.md, step 1), one module per step:
 
-1. `sources`: `load_image_text_dataset` opens a Hub dataset, an `imagefolder` directory, `.jsonl`/`.csv`
-   files or webdataset `.tar` shards and returns a `datasets` dataset with two columns, `image` (kept
-   undecoded: a path or a `{"bytes", "path"}` dict) and `caption` (a string or a list of strings).
+1. `sources`: `load_image_text_dataset` opens a Hub dataset, an `imagefolder` directory, `.jsonl`/`.csv`/`.tsv`
+   files, webdataset `.tar` shards (img2dataset's), parquet files or folders and `save_to_disk` folders (`formats`)
+   and returns a `datasets` dataset with two columns, `image` (kept undecoded: a path or a `{"bytes", "path"}`
+   dict) and `caption` (a string or a list of strings), of the split asked for (`splits.select_split`).
    `text_files` reads caption files row by row: a bad row (bad encoding, malformed line, wrong field count, a
    stray CSV quote, a path outside the data folder, a missing file, ...) is recorded with its file and line, not a
    dead run; `text_lines` decodes the files (UTF-8, UTF-16/32, BOMs, line ends) and `csv_records` reads CSV so
