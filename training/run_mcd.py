@@ -200,11 +200,12 @@ def _run(argv, model_args, data_args, training_args, hub_target, checkpoint, sta
     image_size = model.config.vision_config.image_size
     base_size = data_args.base_image_size or int(round(image_size * 8 / 7))
     policy = {"on_bad_sample": data_args.on_bad_sample, "max_pixels": data_args.max_image_pixels}
-    # A stream: this process's share of the shards, reshuffled every epoch, epoch after epoch (no-op when map-style).
-    order = StreamOrder.for_training(
-        training_args.seed, data_args.shuffle_buffer_size, training_args.process_index, training_args.world_size
-    )
-    train_dataset = image_text_dataset(raw_train, base_size, order=order, seed=training_args.seed, **policy)
+    # A stream: this process's share of the shards, reshuffled every epoch, epoch after epoch.
+    stream = {}
+    if data_args.streaming:
+        rank, world = training_args.process_index, training_args.world_size
+        stream["order"] = StreamOrder.for_training(training_args.seed, data_args.shuffle_buffer_size, rank, world)
+    train_dataset = image_text_dataset(raw_train, base_size, seed=training_args.seed, **stream, **policy)
     eval_dataset = image_text_dataset(raw_validation, base_size, **policy) if raw_validation is not None else None
     if training_args.do_train and not data_args.streaming:
         check_batches(len(train_dataset), training_args)
