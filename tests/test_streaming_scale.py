@@ -18,7 +18,7 @@ from itertools import islice
 import numpy as np
 import pytest
 import torch
-from accelerate.data_loader import IterableDatasetShard
+from accelerate.data_loader import DataLoaderDispatcher, IterableDatasetShard
 from PIL import Image
 
 from modeling_mcd.data import SAMPLE_KEY, IterableImageTextDataset, KeyedStream, load_image_text_dataset
@@ -167,6 +167,8 @@ def test_accelerate_does_not_split_a_share_again(stream):
     for dataset, kept in ((split, 1), (whole, 2)):
         loader = torch.utils.data.DataLoader(IterableDatasetShard(dataset, 2, num_processes=2, process_index=1))
         assert keep_process_share(loader).dataset.num_processes == kept
+    with pytest.raises(ValueError, match="needs accelerate's dispatch_batches=False"):
+        keep_process_share(DataLoaderDispatcher(split, batch_size=2))
 
 
 # ------------------------------------------------------------------------------------ two gloo processes

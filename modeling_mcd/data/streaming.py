@@ -247,9 +247,19 @@ def keep_process_share(dataloader: Any) -> Any:
 
     Returns:
         The same DataLoader.
-    """
-    from accelerate.data_loader import IterableDatasetShard
 
+    Raises:
+        ValueError: accelerate dispatches the batches (`dispatch_batches=True`): the main process would read only
+            its own share and send it to every process.
+    """
+    from accelerate.data_loader import DataLoaderDispatcher, IterableDatasetShard
+
+    # `type`, not `isinstance`: accelerate's loaders claim to be the torch DataLoader they wrap.
+    if issubclass(type(dataloader), DataLoaderDispatcher) and splits_across_processes(dataloader.dataset):
+        raise ValueError(
+            "a stream split across processes needs accelerate's dispatch_batches=False: with dispatching, the main "
+            "process reads only its share and sends it to every process"
+        )
     wrapper = getattr(dataloader, "dataset", None)
     if isinstance(wrapper, IterableDatasetShard) and splits_across_processes(wrapper.dataset):
         wrapper.num_processes, wrapper.process_index = 1, 0
