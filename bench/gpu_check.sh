@@ -21,17 +21,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/mcd-gpu-out}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/check.log") 2>&1
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-PY=${PYTHON:-python3}
-SITE=/tmp/mcd-site
-if compgen -G ".whl/*.whl" >/dev/null; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
-        || echo "wheel install failed"
-    export PYTHONPATH="$SITE:$PWD"
-else
-    echo "no .whl/: using the image's packages (run bench/gpu_wheels.sh here and carry .whl)"
-    export PYTHONPATH="$PWD"
-fi
+source bench/gpu_env.sh
 
 part() {  # part NAME SECONDS COMMAND...: run with a time limit, report its status, go on
     local name=$1 limit=$2

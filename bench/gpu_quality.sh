@@ -20,16 +20,7 @@ SEEDS=${SEEDS:-2}
 DATA=${GPU_DATA:-gpu_data}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/quality.log") 2>&1
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-PY=${PYTHON:-python3}
-SITE=/tmp/mcd-site
-if compgen -G ".whl/*.whl" >/dev/null; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
-        || echo "wheel install failed"
-    export PYTHONPATH="$SITE:$PWD"
-else
-    export PYTHONPATH="$PWD"
-fi
+source bench/gpu_env.sh
 { date -u; nvidia-smi 2>/dev/null || echo "no nvidia-smi"; $PY -c "import torch, transformers; print(torch.__version__, transformers.__version__, torch.cuda.is_available())"; } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 [ -f "$DATA/flickr8k/captions.jsonl" ] || { echo "no $DATA/flickr8k: run bash bench/gpu_pack_data.sh first"; exit 2; }
