@@ -252,3 +252,24 @@ def test_two_steps_on_an_open_clip_tsv(tmp_path, monkeypatch):
     source = write_open_clip_tsv(tmp_path)
     flags = ["--csv_img_key", "filepath", "--csv_caption_key", "title", "--paths_relative_to", "cwd"]
     assert _train_two_steps(tmp_path, source, *flags) == ""  # every row found
+
+
+@pytest.mark.slow
+def test_two_steps_on_parquet_files(tmp_path):
+    table(range(len(SPLITS))).to_parquet(tmp_path / "part-0.parquet")
+    table(range(len(SPLITS))).to_parquet(tmp_path / "part-1.parquet")
+    _train_two_steps(tmp_path, str(tmp_path / "part-*.parquet"))  # 2 x 4 training rows (split column)
+
+
+@pytest.mark.slow
+def test_two_steps_on_a_dataset_saved_to_disk(tmp_path):
+    table(list(range(len(SPLITS))) * 2).save_to_disk(str(tmp_path / "saved"))
+    _train_two_steps(tmp_path, str(tmp_path / "saved"))
+
+
+@pytest.mark.slow
+def test_two_steps_on_a_semicolon_separated_csv(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    source = write_open_clip_tsv(tmp_path, "train.csv", separator=";")
+    flags = ["--csv_img_key", "filepath", "--csv_caption_key", "title", "--paths_relative_to", "cwd"]
+    assert _train_two_steps(tmp_path, source, *flags, "--csv_separator", ";") == ""
