@@ -38,13 +38,13 @@ TEACHER_TEXT_CHOICES = ("stopgrad", "ema")
 
 
 def unit(features: torch.Tensor) -> torch.Tensor:
-    """L2-normalise `(B, P)` features in float32, whatever the autocast dtype.
+    """L2-normalise `(B, P)` features in float32 at least (float64 stays float64), whatever the autocast dtype.
 
     The distillation terms compare distances between unit vectors that are close to each other (student and EMA
     teacher as the momentum nears 1). bf16 unit vectors have norms 1 ± 4e-3, which moved L_pos 2 % and L_noisy 3 %
     off their value for the same directions once the teacher sat 1e-3 from the student.
     """
-    return nn.functional.normalize(features.float(), dim=-1)
+    return nn.functional.normalize(features.to(torch.promote_types(features.dtype, torch.float32)), dim=-1)
 
 
 @dataclass

@@ -33,6 +33,7 @@ def test_each_grid_is_made_of_known_variants_and_parses_with_its_recipe():
     for data, spec in quality.DATASETS.items():
         assert set(spec["variants"]) <= set(quality.VARIANTS), data
         extra = ["--text_model_name_or_path", "some/bert"] if data == "flickr8k" else []  # parsed, never loaded
+        extra += ["--bf16", "false"] if data == "flickr8k_gpu" else []  # a GPU recipe, parsed on a CPU
         for variant in spec["variants"]:
             parse_run_args([str(spec["recipe"]), *spec["flags"], *quality.VARIANTS[variant], *extra])
 
