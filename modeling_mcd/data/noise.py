@@ -67,7 +67,7 @@ def mislabel_captions(rows: datasets.Dataset, fraction: float, seed: int) -> tup
         usable = np.flatnonzero(np.array([reason is None for reason in rows["bad_reason"]], dtype=bool))
     else:
         usable = np.arange(len(rows))
-    picked_count = int(round(fraction * len(usable)))
+    picked_count = round(fraction * len(usable))
     rng = np.random.default_rng(derive_seed(seed, NOISE_STREAM))
     picked = rng.permutation(usable)[:picked_count]  # (k,) row indices, in a random order
     noisy = np.zeros(len(rows), dtype=bool)
