@@ -239,3 +239,20 @@ def test_a_caption_file_named_through_dot_dot_keeps_its_images_inside(tmp_path, 
     )
     monkeypatch.chdir(run)
     assert len(load_captioned_images("../data/captions.jsonl", split=None).images) == 2
+
+
+def test_a_retrieval_file_names_its_splits_as_the_training_loader_does(tmp_path):
+    """`validation` rows are the `val` split for evaluation as for training (`data.splits.same_split`)."""
+    from modeling_mcd.evaluation.data import load_captioned_images
+
+    (tmp_path / "images").mkdir()
+    names = ["train", "validation", "validation", "test"]
+    for k in range(len(names)):
+        Image.new("RGB", (5, 5), (k, 0, 0)).save(tmp_path / "images" / f"{k}.png")
+    (tmp_path / "captions.jsonl").write_text(
+        "".join(
+            json.dumps({"file_name": f"images/{k}.png", "captions": ["a"], "split": name}) + "\n"
+            for k, name in enumerate(names)
+        )
+    )
+    assert len(load_captioned_images(tmp_path / "captions.jsonl", split="val").images) == 2

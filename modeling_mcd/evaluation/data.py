@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from ..data.lazy_images import AspectCropped, LazyImages
+from ..data.splits import same_split
 
 #: Folder names that name a split, not a dataset or a class (`cifar10/test`).
 SPLIT_FOLDER_NAMES = ("test", "val", "validation", "train")
@@ -294,7 +295,7 @@ def load_captioned_images(
     rows = read_json_lines(str(path))
     if split is not None and split_column is not None:
         if any(row.get(split_column) not in (None, "") for _, row in rows):
-            rows = [(number, row) for number, row in rows if (row.get(split_column) or "train") == split]
+            rows = [(number, row) for number, row in rows if same_split(row.get(split_column) or "train", split)]
     # Normalised (`os.path.abspath`): `../data/captions.jsonl` must not make every relative path "leave" its folder.
     image_paths = ImagePaths(
         os.path.abspath(path.parent), allow_outside=False, hint="; give an absolute path to use it"
