@@ -14,6 +14,7 @@ image saved under two names. Near-duplicates (re-encoded, resized) are not caugh
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -96,27 +97,44 @@ class ImageKeys:
     def __len__(self) -> int:
         return len(self.paths) + len(self.contents) + len(self.pixels)
 
+    def lookup(self, print_: Fingerprint) -> str | None:
+        """The name of the evaluation image with the training image's fingerprint, or `None`."""
+        for keys, key in ((self.paths, print_.path), (self.contents, print_.content), (self.pixels, print_.pixels)):
+            if key is not None and key in keys:
+                return keys[key]
+        return None
+
     def match(self, value: Any) -> str | None:
         """The name of the evaluation image that training image `value` is, or `None`."""
-        if isinstance(value, Image.Image):
-            return self.pixels.get(_pixels_digest(value))
-        path = _path_of(value)
-        if path is not None and path in self.paths:
-            return self.paths[path]
-        data = _encoded_bytes(value)
-        if data is None:
-            return None
-        if (hit := self.contents.get(_digest(data))) is not None:
-            return hit
-        if self.pixels:  # decoded evaluation images: compare pixels
-            import io
+        return self.lookup(fingerprint(value, with_pixels=bool(self.pixels)))
 
-            try:
-                with Image.open(io.BytesIO(data)) as image:
-                    return self.pixels.get(_pixels_digest(image))
-            except Exception:  # noqa: BLE001 - not an image: the training side counts it as bad later
-                return None
-        return None
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """The keys of one training image, computed once and looked up in every evaluation set."""
+
+    shown: str
+    path: str | None = None  # resolved file path
+    content: str | None = None  # SHA-256 of the encoded bytes
+    pixels: str | None = None  # SHA-256 of the RGB pixels (a decoded image, or when asked for)
+
+
+def fingerprint(value: Any, with_pixels: bool = False) -> Fingerprint:
+    """The fingerprint of a training image value; the pixels are decoded only with `with_pixels` (an evaluation set
+    holds decoded images) or when the value is itself a decoded image."""
+    shown = _shown(value)
+    if isinstance(value, Image.Image):
+        return Fingerprint(shown, pixels=_pixels_digest(value))
+    data = _encoded_bytes(value)
+    content = _digest(data) if data is not None else None
+    pixels = None
+    if with_pixels and data is not None:
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                pixels = _pixels_digest(image)
+        except Exception:  # noqa: BLE001 - not an image: the training side counts it as bad later
+            pixels = None
+    return Fingerprint(shown, _path_of(value), content, pixels)
 
 
 def leak_message(keys: ImageKeys, hits: list[tuple[str, str]], streaming: bool = False) -> str:
@@ -130,12 +148,20 @@ def leak_message(keys: ImageKeys, hits: list[tuple[str, str]], streaming: bool =
     )
 
 
-def find_leaks(train_images: Iterable, keys: ImageKeys, workers: int = 8) -> list[tuple[str, str]]:
-    """`(training image, evaluation image)` for every training image found in `keys`, in training order."""
-    values = list(train_images)
+def find_leaks(
+    train_images: Iterable, eval_sets: Sequence[ImageKeys], workers: int = 8
+) -> dict[str, list[tuple[str, str]]]:
+    """Per evaluation set, `(training image, evaluation image)` for every training image it holds, in training order.
+    Each training image is read and hashed once, whatever the number of sets."""
+    with_pixels = any(keys.pixels for keys in eval_sets)
     with ThreadPoolExecutor(max_workers=max(1, min(workers, os.cpu_count() or 1))) as pool:
-        matches = list(pool.map(keys.match, values, chunksize=64))
-    return [(_shown(value), hit) for value, hit in zip(values, matches) if hit is not None]
+        prints = list(pool.map(lambda value: fingerprint(value, with_pixels), train_images, chunksize=64))
+    hits: dict[str, list[tuple[str, str]]] = {}
+    for keys in eval_sets:
+        found = [(print_.shown, hit) for print_ in prints if (hit := keys.lookup(print_)) is not None]
+        if found:
+            hits[keys.name] = found
+    return hits
 
 
 def check_no_leaks(train_images: Sequence, eval_sets: Sequence[ImageKeys]) -> None:
@@ -145,9 +171,11 @@ def check_no_leaks(train_images: Sequence, eval_sets: Sequence[ImageKeys]) -> No
         train_images: the training set's image values (paths, `{"bytes", "path"}` dicts, bytes or PIL images).
         eval_sets: the fingerprints of each evaluation set.
     """
+    eval_sets = [keys for keys in eval_sets if len(keys)]
+    hits = find_leaks(train_images, eval_sets) if eval_sets else {}
     for keys in eval_sets:
-        if len(keys) and (hits := find_leaks(train_images, keys)):
-            raise LeakError(leak_message(keys, hits))
+        if keys.name in hits:
+            raise LeakError(leak_message(keys, hits[keys.name]))
 
 
 class StreamLeakGuard:
@@ -156,10 +184,15 @@ class StreamLeakGuard:
     def __init__(self, eval_sets: Sequence[ImageKeys]):
         self.eval_sets = [keys for keys in eval_sets if len(keys)]
 
+        self.with_pixels = any(keys.pixels for keys in self.eval_sets)
+
     def __call__(self, value: Any) -> None:
+        if not self.eval_sets:
+            return
+        print_ = fingerprint(value, self.with_pixels)  # read and hashed once for every set
         for keys in self.eval_sets:
-            if (hit := keys.match(value)) is not None:
-                raise LeakError(leak_message(keys, [(_shown(value), hit)], streaming=True))
+            if (hit := keys.lookup(print_)) is not None:
+                raise LeakError(leak_message(keys, [(print_.shown, hit)], streaming=True))
 
 
 def guard_training_data(train_dataset: Any, eval_sets: Mapping[str, Sequence]) -> None:
@@ -180,4 +213,13 @@ def guard_training_data(train_dataset: Any, eval_sets: Mapping[str, Sequence]) -
         train_dataset.leak_guard = StreamLeakGuard(keys)
 
 
-__all__ = ["ImageKeys", "LeakError", "StreamLeakGuard", "check_no_leaks", "find_leaks", "guard_training_data"]
+__all__ = [
+    "Fingerprint",
+    "ImageKeys",
+    "LeakError",
+    "StreamLeakGuard",
+    "check_no_leaks",
+    "find_leaks",
+    "fingerprint",
+    "guard_training_data",
+]
