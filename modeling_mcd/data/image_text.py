@@ -105,11 +105,18 @@ def _recorded_problem(row: Mapping[str, Any]) -> BadSampleError:
     return BadSampleError(row["bad_reason"], row["bad_detail"], row["bad_column"])
 
 
+def known_bad(rows: datasets.Dataset | Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """(N,) bool: the rows known to be bad before decoding (a caption file's `bad_reason`); all `False` without it."""
+    if not isinstance(rows, datasets.Dataset) or "bad_reason" not in rows.column_names:
+        return np.zeros(len(rows), dtype=bool)
+    return np.array([reason is not None for reason in rows["bad_reason"]], dtype=bool)
+
+
 def _usable_rows(rows: datasets.Dataset | Sequence[Mapping[str, Any]]) -> tuple[Sequence[int], list[SkippedRow]]:
     """The indices of the rows not known to be bad, and the records of those that are (a caption file's)."""
-    if not isinstance(rows, datasets.Dataset) or "bad_reason" not in rows.column_names:
+    is_bad = known_bad(rows)
+    if not is_bad.any():
         return range(len(rows)), []
-    is_bad = np.array([reason is not None for reason in rows["bad_reason"]], dtype=bool)
     usable, bad = np.flatnonzero(~is_bad), np.flatnonzero(is_bad).tolist()
     records = [
         SkippedRow.from_error(_recorded_problem(row), row, index)

@@ -17,6 +17,7 @@ import datasets
 import numpy as np
 
 from ..seeding import derive_seed
+from .image_text import known_bad
 
 #: The key that separates the noise draw from the other draws of a seed (`seeding.derive_seed`).
 NOISE_STREAM = 0x6E6F6973  # "nois"
@@ -63,10 +64,7 @@ def mislabel_captions(rows: datasets.Dataset, fraction: float, seed: int) -> tup
     if isinstance(rows, datasets.IterableDataset):
         raise ValueError("--caption_noise needs a dataset with random access: drop --streaming")
     columns = rows.column_names
-    if "bad_reason" in columns:
-        usable = np.flatnonzero(np.array([reason is None for reason in rows["bad_reason"]], dtype=bool))
-    else:
-        usable = np.arange(len(rows))
+    usable = np.flatnonzero(~known_bad(rows))  # a caption file's bad rows keep their captions
     picked_count = round(fraction * len(usable))
     rng = np.random.default_rng(derive_seed(seed, NOISE_STREAM))
     picked = rng.permutation(usable)[:picked_count]  # (k,) row indices, in a random order
