@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 
-
 # ------------------------------------------------------------------------------------------------- sizes
 
 
@@ -188,10 +187,10 @@ def build_ours(
     size: Size, variant: str, device: torch.device, batch: int, dtype: str, output_dir: str, seed: int = 0
 ) -> Runner:
     """An `MCDTrainer` on a from-scratch `MCDForPreTraining` of `size` training objective `variant`."""
-    from modeling_mcd.arguments import ModelArguments
-    from modeling_mcd.training_arguments import MCDTrainingArguments
-    from modeling_mcd.builder import build_pretraining_model
-    from modeling_mcd.trainer import MCDTrainer
+    from modeling_mcd.trainer.arguments import ModelArguments
+    from modeling_mcd.trainer.builder import build_pretraining_model
+    from modeling_mcd.trainer.mcd_trainer import MCDTrainer
+    from modeling_mcd.trainer.training_arguments import MCDTrainingArguments
 
     model_args = ModelArguments(
         image_size=size.image_size,
@@ -335,7 +334,7 @@ class PeakMemory:
         self.peak = self._max - self._base
 
 
-# ------------------------------------------------------------------------------------------------- the machine and the command line
+# ------------------------------------------------------------------------------------- the machine and the command line
 
 
 def default_size(device: torch.device) -> str:

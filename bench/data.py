@@ -45,9 +45,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import common
+import torch
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "flickr8k" / "captions.jsonl"
 TARGET = 3.0  # the input pipeline must feed the model at least 3 times over
@@ -63,9 +62,9 @@ def load_rows(path: Path, samples: int | None):
 
 def build_pipeline(rows, size: common.Size, seed: int = 0):
     """The run's dataset, tokenizer and collator: (KeyedSamples, SeededCollator, tokenizer)."""
-    from modeling_mcd.builder import caption_corpus
     from modeling_mcd.data import KeyedSamples, MCDCollator, SeededCollator, image_text_dataset
-    from modeling_mcd.wordpiece import train_wordpiece_tokenizer
+    from modeling_mcd.trainer.builder import caption_corpus
+    from modeling_mcd.trainer.wordpiece import train_wordpiece_tokenizer
 
     tokenizer = train_wordpiece_tokenizer(caption_corpus(rows), vocab_size=size.vocab_size)
     dataset = KeyedSamples(image_text_dataset(rows, size.base_image_size, seed=seed))

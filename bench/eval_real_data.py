@@ -7,9 +7,9 @@
   mean per-class accuracy.
 - Flickr8k test (1,000 images x 5 captions, 64x64): image->text and text->image R@1/5/10, ranks.
 
-Every metric is printed next to its chance level (a random ranking), with the seconds each stage took. The
-tasks are those a training run evaluates (`modeling_mcd.evaluation.tasks.build_eval_tasks`). The model folder may hold an MCDModel, a
-CLIPModel or a VisionTextDualEncoderModel.
+Every metric is printed next to its chance level (a random ranking), with the seconds each stage took. The tasks are
+those a training run evaluates (`modeling_mcd.evaluation.tasks.build_eval_tasks`). The model folder may hold an
+MCDModel, a CLIPModel or a VisionTextDualEncoderModel.
 """
 
 from __future__ import annotations

@@ -27,10 +27,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import common
 import step
+import torch
 
 #: Peak dense bf16 tensor-core TFLOP/s (no sparsity), by a substring of `torch.cuda.get_device_name`; first match wins.
 PEAK_TFLOPS = (

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from modeling_mcd import MCDConfig
-from modeling_mcd.pretraining import MCDForPreTraining
+from modeling_mcd.pretraining.model import MCDForPreTraining
 
 GIB = 1024**3
 

@@ -10,9 +10,9 @@
 Variants, all on the same towers, each step = forward + backward + AdamW step:
 
 - `clip`, `mpnce`, `mcd_nomlm`, `mcd`: through the library's own code path. An `MCDForPreTraining` built by
-  `modeling_mcd.builder.build_pretraining_model`, an `MCDTrainer` whose `compute_loss` makes both views on the device
-  from uint8 images (`MCDViews`) and runs the model and `MCDLoss`; the optimizer the Trainer creates (AdamW, fused
-  where torch has it, with the Trainer's weight-decay groups) behind accelerate's optimizer wrapper with the
+  `modeling_mcd.trainer.builder.build_pretraining_model`, an `MCDTrainer` whose `compute_loss` makes both views on the
+  device from uint8 images (`MCDViews`) and runs the model and `MCDLoss`; the optimizer the Trainer creates (AdamW,
+  fused where torch has it, with the Trainer's weight-decay groups) behind accelerate's optimizer wrapper with the
   `NonFiniteStepGuard`; then the `TeacherEMACallback`, as after every optimizer step of a real run.
 - `peer`: transformers' `VisionTextDualEncoderModel` with its own CLIP loss (`return_loss=True`), trained as
   transformers' `examples/pytorch/contrastive-image-text/run_clip.py` trains it: pre-made pixel values (no
@@ -43,10 +43,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import common
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop, sdpa_flop
-
-import common
 
 #: The targets: an mcd step takes at most 5 % more time per FLOP than a clip step, and our clip step at most the
 #: peer's time on the CPU, 90 % of it on a GPU.
@@ -105,7 +104,7 @@ def _median_time(fn: Callable[[], Any], device: torch.device, repeats: int) -> f
 
 def _original_view(views, images: torch.Tensor) -> torch.Tensor:
     """Only the original view of `MCDViews` (its crop and normalisation): what the `clip` objective uses."""
-    from modeling_mcd.augmentation import _apply_rows, _normalize
+    from modeling_mcd.data.augmentation import _apply_rows, _normalize
 
     with torch.no_grad():
         x = images.float() / 255.0
@@ -119,7 +118,7 @@ def _finite_by_norms(grads: list[torch.Tensor]) -> bool:
 
 def probe(runner: common.Runner, device: torch.device, repeats: int = 5) -> dict[str, float | None]:
     """Seconds of the parts of an `mcd` step that candidate optimisations touch (medians)."""
-    from modeling_mcd import nonfinite
+    from modeling_mcd.trainer import nonfinite
 
     model, trainer, inputs = runner.model, runner.trainer, runner.inputs
     images = inputs["pixel_values"]
@@ -169,8 +168,8 @@ def release(runners: dict[str, common.Runner]) -> None:
 
 def preload(device: torch.device) -> None:
     """Import the library and run the views once, so that lazy imports do not count as the first variant's memory."""
-    from modeling_mcd.augmentation import MCDViews
-    from modeling_mcd.trainer import MCDTrainer  # noqa: F401 - imported for its side effect (loading)
+    from modeling_mcd.data.augmentation import MCDViews
+    from modeling_mcd.trainer.mcd_trainer import MCDTrainer  # noqa: F401 - imported for its side effect (loading)
 
     MCDViews(16, (0.5,) * 3, (0.5,) * 3)(torch.zeros(1, 3, 18, 18, dtype=torch.uint8, device=device), seed=0)
 

@@ -88,7 +88,11 @@ class MCDConfig(PreTrainedConfig):
 
     def _validate(self) -> None:
         """Raise `ValueError` naming the offending field; called on every construction and load."""
-        if not isinstance(self.projection_dim, int) or isinstance(self.projection_dim, bool) or self.projection_dim <= 0:
+        if (
+            not isinstance(self.projection_dim, int)
+            or isinstance(self.projection_dim, bool)
+            or self.projection_dim <= 0
+        ):
             raise ValueError(f"MCDConfig.projection_dim must be a positive integer, got {self.projection_dim!r}")
         for name in ("logit_scale_init_value", "logit_scale_max"):
             value = getattr(self, name)
@@ -117,7 +121,7 @@ class MCDConfig(PreTrainedConfig):
     @classmethod
     def from_vision_text_configs(
         cls, vision_config: PreTrainedConfig, text_config: PreTrainedConfig, **kwargs
-    ) -> "MCDConfig":
+    ) -> MCDConfig:
         r"""
         Build an [`MCDConfig`] from a vision tower config and a text tower config.
 
@@ -129,4 +133,4 @@ class MCDConfig(PreTrainedConfig):
         return cls(vision_config=vision_config.to_dict(), text_config=text_config.to_dict(), **kwargs)
 
 
-__all__ = ["MCDConfig", "POOLING_CHOICES"]
+__all__ = ["POOLING_CHOICES", "MCDConfig"]

@@ -317,7 +317,7 @@ class MCDModel(MCDPreTrainedModel):
         vision_pooling: str = "pooler",
         text_pooling: str = "pooler",
         **kwargs,
-    ) -> "MCDModel":
+    ) -> MCDModel:
         r"""
         Build an MCD model from two pretrained towers (hub ids or local folders); the projections and
         the temperature are newly initialised.

@@ -14,9 +14,8 @@ import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
-
 from _data_helpers import solid, write_bad_files
+from PIL import Image
 
 #: Bad rows found only when their image is decoded (the rest are found while reading the caption file).
 DECODE_REASONS = ("not_an_image", "corrupt", "truncated", "decompression_bomb")

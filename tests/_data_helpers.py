@@ -18,7 +18,29 @@ from PIL import Image
 from transformers import BertTokenizer
 
 SIZE = 7  # odd base size
-WORDS = "a an the photo picture of cat dog bird red green blue small big on under mat tree sky sits runs".split()
+WORDS = [
+    "a",
+    "an",
+    "the",
+    "photo",
+    "picture",
+    "of",
+    "cat",
+    "dog",
+    "bird",
+    "red",
+    "green",
+    "blue",
+    "small",
+    "big",
+    "on",
+    "under",
+    "mat",
+    "tree",
+    "sky",
+    "sits",
+    "runs",
+]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 

@@ -24,14 +24,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from conftest import fixed_pretraining_batch, tiny_config
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from modeling_mcd.distributed import gather_no_grad, gather_with_grad, world_info
-from modeling_mcd.objective import OBJECTIVES, MCDLoss
-from modeling_mcd.pretraining import MCDForPreTraining
-
-from conftest import fixed_pretraining_batch, tiny_config
+from modeling_mcd.objective import OBJECTIVES, MCDLoss, ObjectiveInputs
+from modeling_mcd.objective.distributed import gather_no_grad, gather_with_grad, world_info
+from modeling_mcd.pretraining.model import MCDForPreTraining
 
 CASES = ("losses", "model", "accumulation")
 STUDENT_EMBEDDINGS = ("image_embeds", "text_embeds", "aug_image_embeds")
@@ -145,7 +144,7 @@ def run_case(
         labels = batch.pop("mlm_labels")
         wrapped = DistributedDataParallel(model) if world_size > 1 else model
         outputs = wrapped(**batch)
-        terms = loss_fn(**outputs, mlm_labels=labels, alpha=ALPHA, pair_ids=ids)
+        terms = loss_fn(ObjectiveInputs(**outputs, mlm_labels=labels, pair_ids=ids), ALPHA)
         teacher = [model.teacher_image.weight, model.teacher_image.bias]
     else:
         model = _pretraining_model(objective)
@@ -153,7 +152,7 @@ def run_case(
         batch = fixed_pretraining_batch(CAPTIONS, MASKED, seed=0, dtype=torch.float64)
         wrapped = DistributedDataParallel(model) if world_size > 1 else model
         output = wrapped(**{name: tensor[local] for name, tensor in batch.items()}, alpha=ALPHA, pair_ids=ids)
-        outputs, terms = {name: getattr(output, name) for name in STUDENT_EMBEDDINGS}, output.losses
+        outputs, terms = {name: getattr(output.objective_inputs, name) for name in STUDENT_EMBEDDINGS}, output.losses
         teacher = model.teacher_student_parameters()[0]
     embeddings = {name: outputs[name] for name in STUDENT_EMBEDDINGS}
     for embedding in embeddings.values():

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from conftest import tiny_config, tiny_image_processor, tiny_tokenizer
 from PIL import Image
 
 from modeling_mcd import MCDModel, MCDProcessor
-
-from conftest import tiny_config, tiny_image_processor, tiny_tokenizer
 
 COLOURS = {"red": (220, 20, 20), "green": (20, 200, 30), "blue": (30, 40, 210), "yellow": (230, 220, 30)}
 #: Templates in CLIP_benchmark's form, every word in the tiny vocabulary.

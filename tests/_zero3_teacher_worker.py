@@ -12,13 +12,14 @@ The toy model and the batch live here so the test's 1-process reference uses exa
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 
 import torch
 from torch import nn
 
-from modeling_mcd.teacher import build_teacher, ema_update_, momentum_at, paired_parameters
+from modeling_mcd.pretraining.teacher import ema_update_, momentum_at, paired_parameters
 
 NUM_STEPS = 2
 TOTAL_STEPS = 4  # schedule length T: m(1) ~ 0.57, m(2) = 0.75 with BASE_MOMENTUM, so the teacher visibly moves
@@ -35,7 +36,7 @@ class ToyStudentTeacher(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.student = nn.Sequential(nn.Linear(17, 29), nn.Tanh(), nn.Linear(29, 3))
-        self.teacher = build_teacher(self.student)
+        self.teacher = copy.deepcopy(self.student).requires_grad_(False)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         s = self.student(x)  # (B, 3)

@@ -21,8 +21,8 @@ from transformers import BertConfig, BertTokenizer, ViTConfig
 from transformers.image_processing_utils import BaseImageProcessor
 
 from modeling_mcd import MCDConfig, MCDModel, MCDProcessor
-from modeling_mcd.builder import evaluation_image_processor
-from modeling_mcd.run_record import RECORD_NAME
+from modeling_mcd.hub.run_record import RECORD_NAME
+from modeling_mcd.trainer.builder import evaluation_image_processor
 
 # Tests never reach a hub: everything they load is made locally.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,11 +32,48 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 torch.set_num_threads(1)
 
 #: Words of the tiny WordPiece vocabulary: enough for prompts like "a photo of a red circle".
-TINY_WORDS = (
-    "a an the photo of drawing picture this is and with on in big small large "
-    "red green blue yellow purple orange black white circle square triangle star cross "
-    "cat dog car ship plane bird two three one . ,"
-).split()
+TINY_WORDS = [
+    "a",
+    "an",
+    "the",
+    "photo",
+    "of",
+    "drawing",
+    "picture",
+    "this",
+    "is",
+    "and",
+    "with",
+    "on",
+    "in",
+    "big",
+    "small",
+    "large",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "purple",
+    "orange",
+    "black",
+    "white",
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "cross",
+    "cat",
+    "dog",
+    "car",
+    "ship",
+    "plane",
+    "bird",
+    "two",
+    "three",
+    "one",
+    ".",
+    ",",
+]
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 TINY_IMAGE_SIZE = 30  # odd multiple of the patch size: 5 x 5 patches of 6 px
@@ -103,7 +140,7 @@ def embeds() -> dict[str, torch.Tensor]:
     """Student u, v, ũ and a perturbed teacher ū, v̄, ū̃, all (EMBED_ROWS, EMBED_DIM) unit rows."""
     u, v, aug = (unit(EMBED_ROWS, EMBED_DIM, seed=seed) for seed in range(3))
     noise = unit(3, EMBED_ROWS, EMBED_DIM, seed=3)
-    perturb = lambda x, k: torch.nn.functional.normalize(x + 0.5 * noise[k], dim=-1)  # noqa: E731
+    perturb = lambda x, k: torch.nn.functional.normalize(x + 0.5 * noise[k], dim=-1)
     return {
         "image": u,
         "text": v,
@@ -311,3 +348,10 @@ def fixed_pretraining_batch(
         "mlm_input_ids": mlm_input_ids,
         "mlm_labels": mlm_labels,
     }
+
+
+def objective_terms(loss_fn, alpha: float = 0.0, **fields) -> dict[str, torch.Tensor]:
+    """`loss_fn` (an `MCDLoss`) on the objective's tensors named by their `ObjectiveInputs` fields, at `alpha`."""
+    from modeling_mcd.objective import ObjectiveInputs
+
+    return loss_fn(ObjectiveInputs(**fields), alpha)

@@ -1,21 +1,20 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
-"""Contrastive-correct gradient accumulation (modeling_mcd.accumulation through MCDTrainer): k micro-batches give
-the loss and gradients of one batch of k times the rows, in float64, for every objective; the replay draws the
+"""Contrastive-correct gradient accumulation (modeling_mcd.trainer.accumulation through MCDTrainer): k micro-batches
+give the loss and gradients of one batch of k times the rows, in float64, for every objective; the replay draws the
 first pass's dropout; and a real training run with accumulation takes the same steps as one without."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-
-from modeling_mcd.training_arguments import MCDTrainingArguments
-from modeling_mcd.data import KeyedSamples, SeededCollator
-from modeling_mcd.objective import OBJECTIVES
-from modeling_mcd.pretraining import MCDForPreTraining
-from modeling_mcd.trainer import MCDTrainer
-
 from conftest import tiny_config
 from test_trainer import _collator, _dataset
+
+from modeling_mcd.data import KeyedSamples, SeededCollator
+from modeling_mcd.objective.mcd_loss import OBJECTIVES
+from modeling_mcd.pretraining.model import MCDForPreTraining
+from modeling_mcd.trainer.mcd_trainer import MCDTrainer
+from modeling_mcd.trainer.training_arguments import MCDTrainingArguments
 
 ROWS, MICRO_BATCHES = 8, 4
 ABLATIONS = [(objective, {}) for objective in OBJECTIVES] + [("mcd", {"distill_neg": False, "use_mlm": False})]
@@ -105,22 +104,22 @@ def test_replay_draws_the_first_pass_dropout(tmp_path):
     for index, batch in enumerate(batches):
         trainer._micro_batch = index
         replayed = {}
-        original_global = cache.global_embeddings
+        original_global = cache.global_inputs
 
         def spy(i, fresh):
             replayed.update(image=fresh.image_embeds.detach(), text=fresh.text_embeds.detach())
             return original_global(i, fresh)
 
-        cache.global_embeddings = spy
+        cache.global_inputs = spy
         trainer.training_step(trainer.model, batch)
-        cache.global_embeddings = original_global
+        cache.global_inputs = original_global
         rows = replayed["image"].shape[0]
         torch.testing.assert_close(replayed["image"], cache.blocks[index]["image_embeds"][:rows], rtol=0, atol=0)
         torch.testing.assert_close(replayed["text"], cache.blocks[index]["text_embeds"][:rows], rtol=0, atol=0)
     # Dropout is really on: a fresh draw gives other embeddings.
     again = trainer._forward(
         trainer.model, trainer._prepare_inputs(batches[0]), True, 0, MICRO_BATCHES, embed_only=True
-    )
+    ).objective_inputs
     assert not torch.allclose(again.text_embeds, cache.blocks[0]["text_embeds"][: again.text_embeds.shape[0]])
 
 

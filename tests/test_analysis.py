@@ -1,28 +1,28 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
-"""modeling_mcd.analysis: the teacher's log distance ratio per pair against what the augmented crop still shows."""
+"""modeling_mcd.evaluation.analysis: the teacher's log distance ratio per pair against what the augmented crop
+still shows."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
-from PIL import Image
 import pytest
 import torch
+from conftest import TINY_IMAGE_SIZE, tiny_config, tiny_tokenizer
+from PIL import Image
 from torch import nn
 
-from modeling_mcd.analysis import log_distance_ratios, save_result, spearman, synthetic_misalignment
-from modeling_mcd.augmentation import MCDViews
-from modeling_mcd.pretraining import MCDForPreTraining
+from modeling_mcd.data.augmentation import MCDViews
+from modeling_mcd.evaluation.analysis import log_distance_ratios, save_result, spearman, synthetic_misalignment
+from modeling_mcd.pretraining.model import MCDForPreTraining
 from modeling_mcd.synthetic import SyntheticConfig
-
-from conftest import TINY_IMAGE_SIZE, tiny_config, tiny_tokenizer
 
 
 def test_spearman_matches_a_naive_rank_correlation():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=31).tolist(), rng.normal(size=31).tolist()
-    rank = lambda v: np.argsort(np.argsort(v)).astype(float)  # noqa: E731 (no ties in continuous draws)
+    rank = lambda v: np.argsort(np.argsort(v)).astype(float)
     assert spearman(x, y) == pytest.approx(np.corrcoef(rank(x), rank(y))[0, 1])
     assert spearman(x, x) == pytest.approx(1.0) and spearman(x, [-v for v in x]) == pytest.approx(-1.0)
     assert np.isnan(spearman(x, [1.0] * 31))
@@ -77,7 +77,7 @@ def test_synthetic_analysis_writes_its_json_and_plot(teacher_model, tmp_path):
 
 
 def test_mcd_analyze_on_a_checkpoint_and_on_a_saved_model(teacher_model, tiny_model_dir, tmp_path, capsys):
-    from modeling_mcd.cli import main as mcd
+    from modeling_mcd.cli.main import main as mcd
 
     checkpoint = tmp_path / "checkpoint-7"
     teacher_model.save_pretrained(checkpoint)
@@ -118,7 +118,7 @@ MCD_LOG = [{"contrastive_loss": 9.6, "distill_loss": 0.003, "loss": 9.7, "moment
 def test_a_checkpoint_trained_without_a_teacher_is_analysed_as_its_student(teacher_model, tmp_path, capsys):
     """`--objective clip` (or mpnce) never updates the teacher: its ratios would be those of the initial copy, so
     the student is analysed, said so, and labelled `student` in the line, the JSON, the plot and the file names."""
-    from modeling_mcd.cli import main as mcd
+    from modeling_mcd.cli.main import main as mcd
 
     checkpoint = _checkpoint(teacher_model, tmp_path / "clip-run" / "checkpoint-4", CLIP_LOG)
     argv = ["analyze", str(checkpoint), "--samples", "12", "--synthetic-image-size", "32", "--output-dir"]
@@ -145,7 +145,7 @@ def test_a_checkpoint_trained_without_a_teacher_is_analysed_as_its_student(teach
 def test_two_runs_checkpoints_never_overwrite_each_other(teacher_model, tmp_path, capsys):
     """`run-a/checkpoint-4` and `run-b/checkpoint-4` into one folder: two results; a third analysis whose files
     exist is refused (nothing written) unless `--overwrite`."""
-    from modeling_mcd.cli import main as mcd
+    from modeling_mcd.cli.main import main as mcd
 
     out = tmp_path / "analysis"
     argv = ["--samples", "12", "--synthetic-image-size", "32", "--output-dir", str(out)]

@@ -1,5 +1,5 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
-"""modeling_mcd.arguments: a YAML recipe becomes flags, flags override it, and choices come from the code."""
+"""modeling_mcd.trainer.arguments: a YAML recipe becomes flags, flags override it, and choices come from the code."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import re
 
 import pytest
 
-from modeling_mcd.arguments import DataArguments, parse_run_args, yaml_to_flags
-from modeling_mcd.training_arguments import MCDTrainingArguments
 from modeling_mcd.configuration_mcd import POOLING_CHOICES
-from modeling_mcd.objective import OBJECTIVES
+from modeling_mcd.objective.mcd_loss import OBJECTIVES
+from modeling_mcd.trainer.arguments import DataArguments
+from modeling_mcd.trainer.recipe import parse_run_args, yaml_to_flags
+from modeling_mcd.trainer.training_arguments import MCDTrainingArguments
 
 
 def test_yaml_values_become_flags_lists_spread_and_none_dropped():

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPImageProcessorPil
 
-from modeling_mcd.augmentation import MCDViews, crop_overlap, eval_transform
+from modeling_mcd.data.augmentation import MCDViews, crop_overlap, eval_transform
 
 SIZE = 21
 MEAN = (0.48, 0.46, 0.41)

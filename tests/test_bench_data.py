@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from test_bench_step import last_json_line, load_bench
 
 data = load_bench("data")

@@ -9,7 +9,6 @@ import json
 
 import pytest
 import torch
-
 from test_bench_step import last_json_line, load_bench
 
 gpu = load_bench("gpu")

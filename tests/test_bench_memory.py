@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import pytest
-
 from test_bench_step import load_bench
 
 memory_estimate = load_bench("memory_estimate")

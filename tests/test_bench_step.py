@@ -79,7 +79,7 @@ def test_batch_looks_like_the_collator_output():
     import torch
 
     from modeling_mcd.data import MCDCollator
-    from modeling_mcd.wordpiece import train_wordpiece_tokenizer
+    from modeling_mcd.trainer.wordpiece import train_wordpiece_tokenizer
 
     size = common.SIZES["tiny"]
     batch = common.make_batch(size, 6, "cpu")

@@ -1,5 +1,5 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
-"""modeling_mcd.builder: the tokenizer, model and image processor a run builds from its ModelArguments."""
+"""modeling_mcd.trainer.builder: the tokenizer, model and image processor a run builds from its ModelArguments."""
 
 from __future__ import annotations
 
@@ -7,13 +7,17 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config, tiny_tokenizer
 from PIL import Image
 from transformers import AutoModel, BertModel, ViTImageProcessorPil, ViTModel
 
-from modeling_mcd.arguments import ModelArguments
-from modeling_mcd.builder import build_pretraining_model, caption_corpus, evaluation_image_processor, load_tokenizer
-
-from conftest import tiny_config, tiny_tokenizer
+from modeling_mcd.trainer.arguments import ModelArguments
+from modeling_mcd.trainer.builder import (
+    build_pretraining_model,
+    caption_corpus,
+    evaluation_image_processor,
+    load_tokenizer,
+)
 
 SMALL = {
     "image_size": 24,

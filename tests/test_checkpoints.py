@@ -1,6 +1,6 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
-"""modeling_mcd.checkpoints: a process killed (SIGKILL) in the middle of writing a checkpoint leaves nothing that
-looks resumable; the resumed run continues from the last complete checkpoint and ends with the weights of a run
+"""modeling_mcd.trainer.checkpoints: a process killed (SIGKILL) in the middle of writing a checkpoint leaves nothing
+that looks resumable; the resumed run continues from the last complete checkpoint and ends with the weights of a run
 that was never interrupted."""
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ import textwrap
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from modeling_mcd.checkpoints import STAGING_DIR, last_checkpoint
-
 from test_run_mcd import ROOT, SCRIPT, TINY_RUN
+
+from modeling_mcd.trainer.checkpoints import STAGING_DIR, last_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +29,7 @@ FLAGS += ["--eval_max_samples", "3", "--seed", "7", "--log_level", "info"]
 KILLER = textwrap.dedent(
     f"""
     import os, runpy, signal, sys
-    from modeling_mcd.trainer import MCDTrainer
+    from modeling_mcd.trainer.mcd_trainer import MCDTrainer
 
     save = MCDTrainer._save_optimizer_and_scheduler
 

@@ -19,7 +19,7 @@ from transformers import (
 )
 
 from modeling_mcd import MCDConfig, MCDModel, MCDProcessor
-from modeling_mcd.cli import build_parser, main
+from modeling_mcd.cli.main import build_parser, main
 from modeling_mcd.evaluation import (
     build_zero_shot_classifier,
     encode_images,
@@ -31,7 +31,24 @@ from modeling_mcd.evaluation import (
     zero_shot_metrics,
 )
 
-WORDS = "a photo of the red green blue square circle cat dog on in big small picture".split()
+WORDS = [
+    "a",
+    "photo",
+    "of",
+    "the",
+    "red",
+    "green",
+    "blue",
+    "square",
+    "circle",
+    "cat",
+    "dog",
+    "on",
+    "in",
+    "big",
+    "small",
+    "picture",
+]
 CLASSES = ["red", "green", "blue"]
 COLOURS = {"red": (220, 20, 20), "green": (20, 200, 30), "blue": (30, 40, 210)}
 
@@ -296,7 +313,7 @@ def test_fewer_than_two_classes_or_images_is_refused(model_dirs, data_dir, tmp_p
 
 
 def test_mcd_card_takes_the_chance_levels_of_mcd_eval(model_dirs, data_dir, tmp_path):
-    from modeling_mcd.model_card import load_results
+    from modeling_mcd.hub.model_card import load_results
 
     output = tmp_path / "zs.json"
     data = str(data_dir / "colours" / "test")

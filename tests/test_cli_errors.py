@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config, tiny_tokenizer
 from PIL import Image
 from transformers import BertConfig, BertModel
 
-from modeling_mcd.cli import main
-from modeling_mcd.pretraining import MCDForPreTraining
-
-from conftest import tiny_config, tiny_tokenizer
+from modeling_mcd.cli.main import main
+from modeling_mcd.pretraining.model import MCDForPreTraining
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -289,7 +288,7 @@ def test_export_never_writes_over_its_model_or_a_file(folders, tmp_path, capsys)
 
 
 def test_out_of_memory_is_one_error_line_that_names_the_batch_size(folders, data, tmp_path, monkeypatch, capsys):
-    from modeling_mcd import cli_eval
+    from modeling_mcd.cli import eval_command as cli_eval
 
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)\nmore")
@@ -301,7 +300,7 @@ def test_out_of_memory_is_one_error_line_that_names_the_batch_size(folders, data
 
 # --------------------------------------------------------------------------------------- bugs, --debug
 def test_a_bug_keeps_its_traceback_and_debug_shows_every_one(folders, data, tmp_path, monkeypatch, capsys):
-    from modeling_mcd import cli_eval
+    from modeling_mcd.cli import eval_command as cli_eval
 
     def broken(*args, **kwargs):
         raise KeyError("a bug, not a user mistake")

@@ -9,19 +9,6 @@ import tarfile
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-from modeling_mcd.cli import main
-from modeling_mcd.evaluation import (
-    build_zero_shot_classifier,
-    encode_images,
-    encode_texts,
-    load_labelled_images,
-    load_model_and_processor,
-    retrieval_metrics,
-    zero_shot_metrics,
-)
-
 from _wds_helpers import (
     COLOURS,
     TEMPLATES,
@@ -33,6 +20,18 @@ from _wds_helpers import (
     write_shards,
 )
 from conftest import SHARED_DATA
+from PIL import Image
+
+from modeling_mcd.cli.main import main
+from modeling_mcd.evaluation import (
+    build_zero_shot_classifier,
+    encode_images,
+    encode_texts,
+    load_labelled_images,
+    load_model_and_processor,
+    retrieval_metrics,
+    zero_shot_metrics,
+)
 
 PROMPTS = SHARED_DATA / "prompts"
 WDS_CLASSES = ["red", "green", "blue", "yellow"]  # label order of the webdataset folder: not sorted

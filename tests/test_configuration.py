@@ -3,11 +3,10 @@
 import math
 
 import pytest
+from conftest import comparable_config, tiny_config
 from transformers import AutoConfig, BertConfig, ViTConfig
 
 from modeling_mcd import MCDConfig
-
-from conftest import comparable_config, tiny_config
 
 
 def test_default_is_vit_b32_bert_base():

@@ -7,13 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _data_helpers import SIZE, WORDS, expected_pixels, word_tokenizer
 from transformers import DataCollatorForLanguageModeling
 
 from modeling_mcd.data import SAMPLE_KEY, KeyedSamples, MCDCollator, SeededCollator
 from modeling_mcd.data.collator import MLM_STREAM
-from modeling_mcd.seeding import derive_seed
-
-from _data_helpers import SIZE, WORDS, expected_pixels, word_tokenizer
+from modeling_mcd.data.seeding import derive_seed
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from _data_helpers import SIZE, color, encode, solid, write_bad_files
 from PIL import Image
 
 from modeling_mcd.data import (
@@ -19,8 +20,6 @@ from modeling_mcd.data import (
     select_caption,
     validate_caption,
 )
-
-from _data_helpers import SIZE, color, encode, solid, write_bad_files
 
 
 def rgb(image: Image.Image, via_png: bool) -> np.ndarray:

@@ -13,15 +13,13 @@ import tarfile
 
 import datasets
 import pytest
-from PIL import Image
-
-from modeling_mcd.arguments import DataArguments
-from modeling_mcd.data import ImageTextDataset, IterableImageTextDataset, image_text_dataset, load_image_text_dataset
-from modeling_mcd.data.leakage import LeakError, guard_training_data
-
 from _data_helpers import SIZE, color, encode, solid
 from conftest import tiny_tokenizer
 from test_run_mcd import TINY_RUN, _load_script
+
+from modeling_mcd.data import ImageTextDataset, IterableImageTextDataset, image_text_dataset, load_image_text_dataset
+from modeling_mcd.data.leakage import LeakError, guard_training_data
+from modeling_mcd.trainer.arguments import DataArguments
 
 CAPTIONS = ["a red circle", "two blue squares", "a green star", "a big yellow cross", "a small triangle", "a cat"]
 

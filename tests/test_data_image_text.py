@@ -10,6 +10,7 @@ from collections import Counter
 import datasets
 import pytest
 import torch
+from _data_helpers import SIZE, expected_pixels, good_and_bad_rows, solid, word_tokenizer, write_table
 
 from modeling_mcd.data import (
     BAD_SAMPLE_REASONS,
@@ -24,9 +25,7 @@ from modeling_mcd.data import (
     load_image_text_dataset,
     select_caption,
 )
-from modeling_mcd.pairs import PADDING_PAIR_ID
-
-from _data_helpers import SIZE, expected_pixels, good_and_bad_rows, solid, word_tokenizer, write_table
+from modeling_mcd.objective.pairs import PADDING_PAIR_ID
 
 
 @pytest.fixture(scope="module")

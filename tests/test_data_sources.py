@@ -11,6 +11,7 @@ import tarfile
 import datasets
 import pytest
 import torch
+from _data_helpers import SIZE, color, encode, expected_pixels, solid, write_table
 
 from modeling_mcd.data import (
     BadSampleError,
@@ -20,8 +21,6 @@ from modeling_mcd.data import (
     expand_braces,
     load_image_text_dataset,
 )
-
-from _data_helpers import SIZE, color, encode, expected_pixels, solid, write_table
 
 
 def test_expand_braces_matches_product():
@@ -228,7 +227,7 @@ def test_an_image_folder_of_split_folders_gives_the_folder_of_the_split(tmp_path
             for k in ks:
                 solid(k).save(root / split / f"val_{k}.png")  # "val" in every name: the folder decides
                 f.write(json.dumps({"file_name": f"val_{k}.png", "text": f"caption {k}"}) + "\n")
-    load = lambda split: load_image_text_dataset(  # noqa: E731
+    load = lambda split: load_image_text_dataset(
         str(root), split=split, caption_column="text", cache_dir=str(tmp_path / "cache")
     )
     assert sorted(load("train")["caption"]) == ["caption 0", "caption 1"]

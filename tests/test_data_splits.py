@@ -23,9 +23,9 @@ from _data_helpers import SIZE, color, encode, solid
 from PIL import Image
 
 from modeling_mcd.data import image_text_dataset, load_image_text_dataset
+from modeling_mcd.data.lazy_images import LazyImages
 from modeling_mcd.data.leakage import ImageKeys, LeakError, check_no_leaks, guard_training_data
 from modeling_mcd.data.noise import mislabel_captions
-from modeling_mcd.evaluation.data import LazyImages
 
 # Row k shows solid(k); its split. Row 7 names no split: a training row.
 SPLITS = ["train", "val", "train", "test", "train", "val", "test", None, "train"]

@@ -9,12 +9,11 @@ import json
 import re
 
 import pytest
-
-from modeling_mcd.data import BAD_SAMPLE_REASONS, ImageTextDataset, load_image_text_dataset, read_caption_files
-from modeling_mcd.pairs import PADDING_PAIR_ID
-
 from _bad_corpus import write_bad_corpus
 from _data_helpers import SIZE, solid
+
+from modeling_mcd.data import BAD_SAMPLE_REASONS, ImageTextDataset, load_image_text_dataset, read_caption_files
+from modeling_mcd.objective.pairs import PADDING_PAIR_ID
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """training/run_mcd.py under DeepSpeed ZeRO-2 and ZeRO-3 on 2 CPU processes, launched exactly as the README writes it:
 `accelerate launch --num_processes 2 --use_deepspeed --deepspeed_config_file training/deepspeed/zero2.json ...` and
 `torchrun --nproc_per_node 2 training/run_mcd.py ... --deepspeed training/deepspeed/zero3.json` (on a machine without
-an accelerator the run sets itself up on gloo: `modeling_mcd.arguments`).
+an accelerator the run sets itself up on gloo: `modeling_mcd.trainer.arguments`).
 
 Each 2-process run is checked against a 1-process run of the same tiny job:
 
@@ -10,7 +10,7 @@ Each 2-process run is checked against a 1-process run of the same tiny job:
   shards first);
 - the EMA teacher really moved: from the whole-model checkpoint saved after every step, the teacher of step k is
   `m·teacher(k−1) + (1 − m)·student(k)` for every parameter, including the small ones that ZeRO-3 keeps whole on
-  every rank (`ds_persist`, DESIGN.md), with `m` the momentum the run logged;
+  every rank (`ds_persist`), with `m` the momentum the run logged;
 - every step's loss terms agree with the 1-process run's within 5 %: each sample gets the same views and MLM mask
   on 1 and 2 processes (both are drawn for the whole global batch or per sample), but the text tower's dropout
   draws from each process's own RNG, and the difference grows a little with each step.
@@ -29,14 +29,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_config, tiny_image_processor, tiny_tokenizer
 from safetensors.torch import load_file
+from test_run_mcd import ROOT, SCRIPT, TINY_RUN
 from transformers import AutoModel, BertModel, ViTModel
 
 from modeling_mcd import MCDModel
-from modeling_mcd.teacher import momentum_at
-
-from conftest import tiny_config, tiny_image_processor, tiny_tokenizer
-from test_run_mcd import ROOT, SCRIPT, TINY_RUN
+from modeling_mcd.pretraining.teacher import momentum_at
 
 NUM_STEPS = 3
 GLOBAL_BATCH = 12

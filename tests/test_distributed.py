@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import load_worker, run_two_process_worker
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]

@@ -8,12 +8,11 @@ from math import comb
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 from PIL import Image
 from torch import nn
 
 from modeling_mcd.evaluation import load_captioned_images, retrieval_metrics, retrieval_ranks
-
-from conftest import SHARED_DATA
 
 FLICKR8K = SHARED_DATA / "flickr8k"
 

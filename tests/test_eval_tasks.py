@@ -9,9 +9,9 @@ from functools import partial
 
 import numpy as np
 import pytest
+from conftest import TINY_IMAGE_SIZE, tiny_tokenizer
 from PIL import Image
 
-from modeling_mcd.builder import evaluation_image_processor
 from modeling_mcd.evaluation.metrics import classification_chance
 from modeling_mcd.evaluation.report import format_metrics
 from modeling_mcd.evaluation.retrieval import retrieval_chance
@@ -24,8 +24,7 @@ from modeling_mcd.evaluation.tasks import (
     task_splits,
 )
 from modeling_mcd.synthetic import SyntheticConfig
-
-from conftest import TINY_IMAGE_SIZE, tiny_tokenizer
+from modeling_mcd.trainer.builder import evaluation_image_processor
 
 
 def _png(path, seed: int) -> None:

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA
 from PIL import Image
 from sklearn.metrics import balanced_accuracy_score, top_k_accuracy_score
 from torch import nn
@@ -24,10 +25,8 @@ from modeling_mcd.evaluation import (
     zero_shot_metrics,
 )
 
-from conftest import SHARED_DATA
-
 CIFAR10 = SHARED_DATA / "cifar10"
-WORDS = "a photo of the cat dog bird small big blurry".split()
+WORDS = ["a", "photo", "of", "the", "cat", "dog", "bird", "small", "big", "blurry"]
 
 
 @pytest.fixture(scope="module")

@@ -2,18 +2,19 @@
 
 import pytest
 import torch
+from conftest import TINY_IMAGE_SIZE, tiny_config, tiny_tokenizer
 from transformers import AutoModel, VisionTextDualEncoderModel, VisionTextDualEncoderProcessor
 
 from modeling_mcd import MCDModel
 from modeling_mcd.export import export_to_vision_text_dual_encoder, to_vision_text_dual_encoder
 
-from conftest import TINY_IMAGE_SIZE, tiny_config, tiny_tokenizer
-
 
 def _batch():
     generator = torch.Generator().manual_seed(1)
     pixel_values = torch.randn(3, 3, TINY_IMAGE_SIZE, TINY_IMAGE_SIZE, generator=generator)
-    text = tiny_tokenizer()(["a red circle", "two big blue squares on the left", "a cat"], padding=True, return_tensors="pt")
+    text = tiny_tokenizer()(
+        ["a red circle", "two big blue squares on the left", "a cat"], padding=True, return_tensors="pt"
+    )
     return pixel_values, text
 
 
@@ -30,7 +31,8 @@ def test_exported_folder_gives_the_same_embeddings(tiny_model_dir, tmp_path):
     pixel_values, text = _batch()
     with torch.inference_mode():
         torch.testing.assert_close(
-            stock.get_image_features(pixel_values).pooler_output, original.get_image_features(pixel_values).pooler_output
+            stock.get_image_features(pixel_values).pooler_output,
+            original.get_image_features(pixel_values).pooler_output,
         )
         torch.testing.assert_close(
             stock.get_text_features(**text).pooler_output, original.get_text_features(**text).pooler_output
@@ -63,7 +65,7 @@ def test_non_pooler_pooling_refuses_to_export(field):
 
 
 def test_mcd_export_command(tiny_model_dir, tmp_path):
-    from modeling_mcd.cli import main
+    from modeling_mcd.cli.main import main
 
     assert main(["export", "--model", tiny_model_dir, "--output-dir", str(tmp_path / "stock")]) == 0
     assert type(AutoModel.from_pretrained(tmp_path / "stock")) is VisionTextDualEncoderModel

@@ -10,10 +10,9 @@ import json
 import logging
 
 import pytest
+from _data_helpers import SIZE, solid
 
 from modeling_mcd.data import ImageTextDataset, load_image_text_dataset, read_caption_files
-
-from _data_helpers import SIZE, solid
 
 INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\x00", "\u00ad", "\u3164", "\x1f"]
 
@@ -257,7 +256,7 @@ def test_random_quotes_and_line_ends_never_stop_the_reading(images):
             return False
         return len(fields) == 2 and fields[0] in ("0.png", "1.png")
 
-    pieces = ["0.png", "1.png", "a cat", '"a dog"', '"a', 'b"', '""', '"x""y"', "", "z\"", '"two\nlines"', "\r"]
+    pieces = ["0.png", "1.png", "a cat", '"a dog"', '"a', 'b"', '""', '"x""y"', "", 'z"', '"two\nlines"', "\r"]
     rng = random.Random(0)
     for _ in range(500):
         rows = [",".join(rng.choice(pieces) for _ in range(rng.randint(1, 3))) for _ in range(rng.randint(0, 10))]

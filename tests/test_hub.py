@@ -1,5 +1,6 @@
-"""`modeling_mcd.hub`, `model_card` and `run_record`: model cards rendered from the Jinja template and read back with huggingface_hub, and
-the push of an exported folder, tested at the huggingface_hub boundary (`HfApi`, patched by `fake_hub`)."""
+"""`modeling_mcd.hub.push`, `model_card` and `run_record`: model cards rendered from the Jinja template and read back
+with huggingface_hub, and the push of an exported folder, tested at the huggingface_hub boundary
+(`HfApi`, patched by `fake_hub`)."""
 
 import json
 import os
@@ -9,17 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from huggingface_hub import ModelCard, ModelCardData
-from huggingface_hub.repocard_data import model_index_to_eval_results
-from safetensors.torch import save_file
-from transformers import AutoConfig, AutoModel, VisionTextDualEncoderModel
-
-from modeling_mcd.training_arguments import MCDTrainingArguments
-from modeling_mcd.cli import main as mcd
-from modeling_mcd.hub import HubTarget, check_inference_folder
-from modeling_mcd.model_card import DEFAULT_TEMPLATE, eval_results, load_results, render_model_card, write_model_card
-from modeling_mcd.run_record import TrainingRecord, recipe_record, training_record
-
 from conftest import (
     EXPORTED_FILES,
     files_containing,
@@ -28,6 +18,22 @@ from conftest import (
     tiny_config,
     training_only_keys,
 )
+from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub.repocard_data import model_index_to_eval_results
+from safetensors.torch import save_file
+from transformers import AutoConfig, AutoModel, VisionTextDualEncoderModel
+
+from modeling_mcd.cli.main import main as mcd
+from modeling_mcd.hub.model_card import (
+    DEFAULT_TEMPLATE,
+    eval_results,
+    load_results,
+    render_model_card,
+    write_model_card,
+)
+from modeling_mcd.hub.push import HubTarget, check_inference_folder
+from modeling_mcd.hub.run_record import TrainingRecord, recipe_record, training_record
+from modeling_mcd.trainer.training_arguments import MCDTrainingArguments
 
 REPO_ID = "some-org/mcd-tiny-b5"
 METRICS = {"synthetic_zero_shot_top1": 0.123456, "synthetic_retrieval_text_to_image_R@1": 0.5, "mean_recall": 1.0}
@@ -229,7 +235,7 @@ def test_recipe_record_redacts_every_token(tmp_path):
 
 
 def test_record_names_the_pretrained_towers_and_hub_datasets(training_args, tmp_path):
-    from modeling_mcd.arguments import DataArguments, ModelArguments
+    from modeling_mcd.trainer.arguments import DataArguments, ModelArguments
 
     local = tmp_path / "vit"
     local.mkdir()
@@ -436,7 +442,7 @@ def test_a_push_while_offline_in_a_real_process(tiny_model_dir, tmp_path):
     write_model_card(tiny_model_dir, tiny_config(), TrainingRecord(repo_id="org/old", steps=2))
     before = _folder_bytes(tiny_model_dir)
     proc = subprocess.run(
-        [sys.executable, "-m", "modeling_mcd.cli", "push", tiny_model_dir, "org/new", "--token", TOKEN],
+        [sys.executable, "-m", "modeling_mcd.cli.main", "push", tiny_model_dir, "org/new", "--token", TOKEN],
         check=False,
         capture_output=True,
         text=True,
@@ -447,4 +453,3 @@ def test_a_push_while_offline_in_a_real_process(tiny_model_dir, tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and TOKEN not in proc.stderr + proc.stdout
     assert proc.stderr.strip().splitlines()[-1].startswith("mcd: error: ")
     assert _folder_bytes(tiny_model_dir) == before
-

@@ -7,12 +7,11 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_IMAGE_SIZE, remote_code_report
 from PIL import Image
 from transformers import AutoModel, AutoProcessor, pipeline
 
 from modeling_mcd import MCDModel, MCDProcessor
-
-from conftest import TINY_IMAGE_SIZE, remote_code_report
 
 
 def _image(seed: int = 0, size=(41, 37)) -> Image.Image:

@@ -20,14 +20,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from conftest import load_worker, objective_terms, run_two_process_worker, unit
 from transformers import HfArgumentParser
 
-from modeling_mcd.distributed import world_info
-from modeling_mcd.objective import OBJECTIVES, MCDLoss
-from modeling_mcd.pairs import negative_pair_count, same_pair_mask
-from modeling_mcd.training_arguments import MCDTrainingArguments
-
-from conftest import load_worker, run_two_process_worker, unit
+from modeling_mcd.objective import OBJECTIVES, MCDLoss, ObjectiveInputs
+from modeling_mcd.objective.distributed import world_info
+from modeling_mcd.objective.pairs import negative_pair_count, same_pair_mask
+from modeling_mcd.trainer.training_arguments import MCDTrainingArguments
 
 WORKER_PATH = Path(__file__).with_name("_distributed_worker.py")
 worker = load_worker(WORKER_PATH)
@@ -81,13 +80,9 @@ def _terms(loss_fn: MCDLoss, x: dict, pair_ids: torch.Tensor | None, rows: list[
     if rows is not None:
         mlm = {name: value[rows] for name, value in mlm.items()}
     return loss_fn.terms(
-        embeddings.pop("image_embeds"),
-        embeddings.pop("text_embeds"),
-        **embeddings,
-        **mlm,
-        alpha=ALPHA,
+        ObjectiveInputs(**embeddings, **mlm, pair_ids=pair_ids),
+        ALPHA,
         mlm_count=(x["mlm_labels"] != -100).sum(),
-        pair_ids=pair_ids,
         anchor_rows=None if rows is None else torch.tensor(rows),
     )
 
@@ -126,9 +121,15 @@ def test_local_loss_in_one_process_is_the_global_loss(objective):
     """One process holds every row: `MCDLoss(local_loss=True)` anchors all of them, and is the plain objective."""
     x = _inputs()
     inputs = {name: value for name, value in x.items() if name != "mlm_logits"}
-    plain = MCDLoss(objective, **WEIGHTS)(**inputs, mlm_logits=x["mlm_logits"], alpha=ALPHA, pair_ids=PAIR_IDS)
-    local = MCDLoss(objective, **WEIGHTS, local_loss=True)(
-        **inputs, mlm_logits=x["mlm_logits"], alpha=ALPHA, pair_ids=PAIR_IDS
+    plain = objective_terms(
+        MCDLoss(objective, **WEIGHTS), **inputs, mlm_logits=x["mlm_logits"], alpha=ALPHA, pair_ids=PAIR_IDS
+    )
+    local = objective_terms(
+        MCDLoss(objective, **WEIGHTS, local_loss=True),
+        **inputs,
+        mlm_logits=x["mlm_logits"],
+        alpha=ALPHA,
+        pair_ids=PAIR_IDS,
     )
     assert set(local) == set(plain)
     for name, value in plain.items():

@@ -1,21 +1,20 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
-"""modeling_mcd.locked_text and `--lock_text_tower` (LiT): the locked tower's features are those of a fresh forward
-pass, computed once per caption, kept on disk per tower; only the projection and the image side train."""
+"""modeling_mcd.pretraining.locked_text and `--lock_text_tower` (LiT): the locked tower's features are those of a fresh
+forward pass, computed once per caption, kept on disk per tower; only the projection and the image side train."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import fixed_pretraining_batch, tiny_config, tiny_tokenizer
 from transformers import BertModel
 
-from modeling_mcd.arguments import ModelArguments
-from modeling_mcd.builder import build_pretraining_model
-from modeling_mcd.locked_text import TextFeatureMemo, text_features_file
 from modeling_mcd.modeling_mcd import pool_tower_output
-from modeling_mcd.objective import MCDLoss
-from modeling_mcd.pretraining import MCDForPreTraining
-
-from conftest import fixed_pretraining_batch, tiny_config, tiny_tokenizer
+from modeling_mcd.objective.mcd_loss import MCDLoss
+from modeling_mcd.pretraining.locked_text import TextFeatureMemo, text_features_file
+from modeling_mcd.pretraining.model import MCDForPreTraining
+from modeling_mcd.trainer.arguments import ModelArguments
+from modeling_mcd.trainer.builder import build_pretraining_model
 
 CAPTIONS = ["a photo of a red circle", "two blue squares", "a cat", "a big green star on the left", "a cat"]
 

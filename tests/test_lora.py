@@ -1,5 +1,6 @@
-"""LoRA fine-tuning (modeling_mcd.lora, modeling_mcd.conversion): what trains, the teacher's target, the merged export,
-adapters on their own, CLIP and VisionTextDualEncoder starts, and real runs through training/run_mcd.py."""
+"""LoRA fine-tuning (modeling_mcd.pretraining.adapters, modeling_mcd.conversion): what trains, the teacher's target, the
+merged export, adapters on their own, CLIP and VisionTextDualEncoder starts, and real runs through
+training/run_mcd.py."""
 
 import json
 from pathlib import Path
@@ -7,9 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import SHARED_DATA, TINY_IMAGE_SIZE, fixed_pretraining_batch
 from peft import LoHaConfig, LoraConfig, PeftModel
 from PIL import Image
 from safetensors.torch import load_file
+from test_run_mcd import ROOT, TINY_RUN, _load_script
+from test_security import pickled_copy
 from transformers import (
     AutoModel,
     BertConfig,
@@ -23,19 +27,16 @@ from transformers import (
 )
 
 from modeling_mcd import MCDLoss, MCDModel
-from modeling_mcd.arguments import ModelArguments, parse_run_args
-from modeling_mcd.builder import build_pretraining_model, load_tokenizer
-from modeling_mcd.cli import main as mcd_cli
+from modeling_mcd.cli.main import main as mcd_cli
 from modeling_mcd.conversion import load_dual_encoder
 from modeling_mcd.export import to_vision_text_dual_encoder
-from modeling_mcd.lora import effective_weights, peft_student, save_adapters, student_peft_config
-from modeling_mcd.pretraining import MCDForPreTraining
-from modeling_mcd.teacher import momentum_at
-from modeling_mcd.trainer import TeacherEMACallback
-
-from conftest import SHARED_DATA, TINY_IMAGE_SIZE, fixed_pretraining_batch
-from test_run_mcd import ROOT, TINY_RUN, _load_script
-from test_security import pickled_copy
+from modeling_mcd.pretraining.adapters import effective_weights, peft_student, save_adapters, student_peft_config
+from modeling_mcd.pretraining.model import MCDForPreTraining
+from modeling_mcd.pretraining.teacher import momentum_at
+from modeling_mcd.trainer.arguments import ModelArguments
+from modeling_mcd.trainer.builder import build_pretraining_model, load_tokenizer
+from modeling_mcd.trainer.recipe import parse_run_args
+from modeling_mcd.trainer.teacher_ema import TeacherEMACallback
 
 CAPTIONS = ["a red circle", "two blue squares", "a photo of a cat"]
 
@@ -43,7 +44,7 @@ CAPTIONS = ["a red circle", "two blue squares", "a photo of a cat"]
 def build(model_dir, teacher_text="stopgrad", use_mlm=True, **flags) -> MCDForPreTraining:
     """The training model a run builds from `--init_model_name_or_path model_dir` and the adapter flags."""
     args = ModelArguments(init_model_name_or_path=str(model_dir), **flags)
-    tokenizer = load_tokenizer(args, str(model_dir), lambda: [])
+    tokenizer = load_tokenizer(args, str(model_dir), list)
     model, _ = build_pretraining_model(args, tokenizer, teacher_text=teacher_text, use_mlm=use_mlm)
     return model
 

@@ -1,5 +1,5 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
-"""modeling_mcd.losses against naive loop references (tiny seeded inputs, odd sizes)."""
+"""modeling_mcd.objective.losses against naive loop references (tiny seeded inputs, odd sizes)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
+from conftest import EMBED_DIM, EMBED_ROWS, unit
 from transformers.models.clip.modeling_clip import image_text_contrastive_loss
 
-from conftest import EMBED_DIM, EMBED_ROWS, unit
-from modeling_mcd.losses import (
+from modeling_mcd.objective.losses import (
     clip_loss,
     distill_neg_loss,
     distill_noisy_loss,
@@ -23,7 +22,7 @@ from modeling_mcd.losses import (
     pairwise_distance,
     progressive_alpha,
 )
-from modeling_mcd.pairs import PADDING_PAIR_ID
+from modeling_mcd.objective.pairs import PADDING_PAIR_ID
 
 N, D = EMBED_ROWS, EMBED_DIM
 

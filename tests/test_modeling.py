@@ -4,13 +4,12 @@ import math
 
 import pytest
 import torch
+from conftest import TINY_IMAGE_SIZE, comparable_config, tiny_config, tiny_tokenizer
 from transformers import AutoModel, AutoModelForZeroShotImageClassification
 from transformers.models.clip.modeling_clip import CLIPOutput, image_text_contrastive_loss
 
 from modeling_mcd import MCDModel
 from modeling_mcd.modeling_mcd import pool_tower_output
-
-from conftest import TINY_IMAGE_SIZE, comparable_config, tiny_config, tiny_tokenizer
 
 
 def _inputs(num_images=3, num_texts=5, seed=0):

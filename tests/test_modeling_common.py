@@ -10,13 +10,12 @@ import json
 
 import pytest
 import torch
+from conftest import comparable_config
 from transformers import BertConfig, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig, ViTConfig
 from transformers.models.clip.modeling_clip import CLIPOutput
 from transformers.utils import ModelOutput
 
 from modeling_mcd import MCDConfig, MCDModel
-
-from conftest import comparable_config
 
 # Odd sizes, and a different depth per tower, so that a tower's outputs cannot pass for the other's.
 IMAGE_SIZE, PATCH_SIZE = 30, 6  # 5 x 5 patches + [CLS] -> 26 image tokens

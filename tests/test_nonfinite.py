@@ -1,6 +1,6 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
-"""modeling_mcd.nonfinite: a step with a NaN gradient is skipped (no weight, no teacher, no schedule moves), counted
-and logged; too many in a row stop the run with an error that says where to resume from."""
+"""modeling_mcd.trainer.nonfinite: a step with a NaN gradient is skipped (no weight, no teacher, no schedule moves),
+counted and logged; too many in a row stop the run with an error that says where to resume from."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import math
 
 import pytest
 import torch
-from transformers import TrainerCallback
-
 from test_trainer import ParameterRecorder, _args, _step_logs, _trainer
+from transformers import TrainerCallback
 
 
 class NaNGradientAt(TrainerCallback):
@@ -62,7 +61,7 @@ def test_too_many_nan_steps_in_a_row_stop_the_run(tmp_path):
 
 
 def test_the_guard_reads_the_trainers_gradient_norm_and_takes_no_norms_of_its_own(tmp_path, monkeypatch):
-    import modeling_mcd.nonfinite as nonfinite
+    from modeling_mcd.trainer import nonfinite
 
     def no_second_pass(optimizer):
         raise AssertionError("the guard took gradient norms of its own")

@@ -1,15 +1,15 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
-"""modeling_mcd.objective.MCDLoss: each objective sums exactly the pure terms it names, with its weights."""
+"""modeling_mcd.objective.mcd_loss.MCDLoss: each objective sums exactly the pure terms it names, with its weights."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import EMBED_ROWS as N
+from conftest import fixed_pretraining_batch, objective_terms, tiny_config
 from transformers.models.clip.modeling_clip import image_text_contrastive_loss
 
-from conftest import EMBED_ROWS as N
-from conftest import fixed_pretraining_batch, tiny_config
-from modeling_mcd.losses import (
+from modeling_mcd.objective.losses import (
     clip_loss,
     distill_neg_loss,
     distill_noisy_loss,
@@ -18,8 +18,8 @@ from modeling_mcd.losses import (
     mp_nce_loss,
     pairwise_distance,
 )
-from modeling_mcd.objective import MCDLoss
-from modeling_mcd.pretraining import MCDForPreTraining
+from modeling_mcd.objective.mcd_loss import MCDLoss
+from modeling_mcd.pretraining.model import MCDForPreTraining
 
 
 @pytest.fixture
@@ -46,14 +46,21 @@ WEIGHTS = {"lambda_dist": 0.7, "lambda_pos": 1.3, "lambda_neg": 0.6, "lambda_noi
 
 def test_mcd_loss_clip_objective(loss_inputs):
     x = loss_inputs
-    terms = MCDLoss("clip", **WEIGHTS)(**x)
+    terms = objective_terms(MCDLoss("clip", **WEIGHTS), **x)
     assert set(terms) == {"contrastive_loss", "mlm_loss", "loss"}
     torch.testing.assert_close(
         terms["contrastive_loss"], image_text_contrastive_loss(5.0 * x["text_embeds"] @ x["image_embeds"].t())
     )
     torch.testing.assert_close(terms["mlm_loss"], mlm_loss(x["mlm_logits"], x["mlm_labels"]))
     torch.testing.assert_close(terms["loss"], terms["contrastive_loss"] + 0.4 * terms["mlm_loss"])
-    assert set(MCDLoss("clip", use_mlm=False)(x["image_embeds"], x["text_embeds"], x["logit_scale"])) == {
+    assert set(
+        objective_terms(
+            MCDLoss("clip", use_mlm=False),
+            image_embeds=x["image_embeds"],
+            text_embeds=x["text_embeds"],
+            logit_scale=x["logit_scale"],
+        )
+    ) == {
         "contrastive_loss",
         "loss",
     }
@@ -71,7 +78,7 @@ ABLATION_ROWS = [
 @pytest.mark.parametrize(("objective", "switches", "distill_terms"), ABLATION_ROWS)
 def test_mcd_loss_ablation_rows_sum_their_terms(loss_inputs, objective, switches, distill_terms):
     x = loss_inputs
-    terms = MCDLoss(objective, **WEIGHTS, **switches)(**x)
+    terms = objective_terms(MCDLoss(objective, **WEIGHTS, **switches), **x)
     contrastive = mp_nce_loss(
         x["image_embeds"], x["text_embeds"], x["aug_image_embeds"], x["logit_scale"], aug_weight=0.75
     )
@@ -109,9 +116,9 @@ def test_mcd_loss_hands_pair_ids_to_every_term(loss_inputs, objective):
     all-distinct ids are the plain objective, bit for bit."""
     x = loss_inputs
     pair_ids = torch.tensor([4, 1, 4, -1, 0])
-    terms = MCDLoss(objective, **WEIGHTS)(**x, pair_ids=pair_ids)
-    plain = MCDLoss(objective, **WEIGHTS)(**x)
-    assert MCDLoss(objective, **WEIGHTS)(**x, pair_ids=torch.tensor([9, 2, 5, 0, 1])) == plain
+    terms = objective_terms(MCDLoss(objective, **WEIGHTS), **x, pair_ids=pair_ids)
+    plain = objective_terms(MCDLoss(objective, **WEIGHTS), **x)
+    assert objective_terms(MCDLoss(objective, **WEIGHTS), **x, pair_ids=torch.tensor([9, 2, 5, 0, 1])) == plain
     if objective == "clip":
         expected = clip_loss(5.0 * x["text_embeds"] @ x["image_embeds"].t(), pair_ids)
     else:
@@ -132,8 +139,8 @@ def test_mcd_loss_hands_pair_ids_to_every_term(loss_inputs, objective):
 
 def test_mcd_loss_default_teacher_text_is_stopgrad_student_text(loss_inputs):
     x = dict(loss_inputs, teacher_text_embeds=None, text_embeds=loss_inputs["text_embeds"].clone().requires_grad_())
-    terms = MCDLoss("mcd")(**x)
-    explicit = MCDLoss("mcd")(**dict(x, teacher_text_embeds=x["text_embeds"].detach()))
+    terms = objective_terms(MCDLoss("mcd"), **x)
+    explicit = objective_terms(MCDLoss("mcd"), **dict(x, teacher_text_embeds=x["text_embeds"].detach()))
     torch.testing.assert_close(terms["loss"], explicit["loss"])
     # With v̄ = stopgrad(v) the teacher side carries no gradient: both graphs give the same text gradient.
     (grad,) = torch.autograd.grad(terms["loss"], x["text_embeds"])
@@ -147,10 +154,11 @@ def test_mcd_loss_gradients_finite_with_coinciding_embeddings(loss_inputs):
     text = torch.cat([loss_inputs["image_embeds"][:1], loss_inputs["text_embeds"][1:]]).requires_grad_()
     assert pairwise_distance(text, image)[0, 0] < 1e-5
     scale = torch.tensor(5.0, dtype=torch.float64, requires_grad=True)
-    terms = MCDLoss("mcd")(
-        image,
-        text,
-        scale,
+    terms = objective_terms(
+        MCDLoss("mcd"),
+        image_embeds=image,
+        text_embeds=text,
+        logit_scale=scale,
         aug_image_embeds=image,
         teacher_image_embeds=image.detach(),
         teacher_aug_image_embeds=image.detach(),
@@ -193,12 +201,12 @@ def test_mcd_loss_rejects_bad_config(kwargs, field):
 )
 def test_mcd_loss_names_missing_inputs(loss_inputs, objective, missing):
     with pytest.raises(ValueError, match=missing):
-        MCDLoss(objective)(**dict(loss_inputs, **{missing: None}))
+        objective_terms(MCDLoss(objective), **dict(loss_inputs, **{missing: None}))
 
 
 def test_mcd_loss_rejects_alpha_out_of_range(loss_inputs):
     with pytest.raises(ValueError, match="alpha"):
-        MCDLoss("mpnce")(**dict(loss_inputs, alpha=1.5))
+        objective_terms(MCDLoss("mpnce"), **dict(loss_inputs, alpha=1.5))
 
 
 def test_every_term_is_computed_in_float32_under_bf16_autocast():
@@ -215,7 +223,8 @@ def test_every_term_is_computed_in_float32_under_bf16_autocast():
     projected = []  # the dtype the image projection computed in: the towers really ran in bf16
     model.mcd.visual_projection.register_forward_hook(lambda module, args, output: projected.append(output.dtype))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(**batch, alpha=0.3)
+        output = model(**batch, alpha=0.3)
+    out = output.objective_inputs
     assert projected == [torch.bfloat16]
     as_double = {
         name: getattr(out, name).double()
@@ -227,18 +236,19 @@ def test_every_term_is_computed_in_float32_under_bf16_autocast():
             "teacher_aug_image_embeds",
         )
     }
-    reference = MCDLoss("mcd")(
+    reference = objective_terms(
+        MCDLoss("mcd"),
         **as_double,
         logit_scale=out.logit_scale.double(),
         mlm_logits=out.mlm_logits.double(),
         mlm_labels=out.mlm_labels,
         alpha=0.3,
     )
-    assert set(out.losses) == set(reference)
+    assert set(output.losses) == set(reference)
     for name, value in reference.items():
         assert value > 0, name
-        assert out.losses[name].dtype == torch.float32, name
-        assert out.losses[name].item() == pytest.approx(value.item(), rel=1e-4), name
+        assert output.losses[name].dtype == torch.float32, name
+        assert output.losses[name].item() == pytest.approx(value.item(), rel=1e-4), name
 
 
 def test_embeddings_are_unit_vectors_in_float32_under_bf16_autocast():
@@ -254,14 +264,16 @@ def test_embeddings_are_unit_vectors_in_float32_under_bf16_autocast():
             param.add_(1e-3 * param.std().nan_to_num() * torch.randn(param.shape, generator=generator))
     batch = fixed_pretraining_batch(["a red circle", "two blue squares", "a cat", "a dog"], [(0, 2), (1, 1), (3, 2)])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(**batch, alpha=0.3)
+        output = model(**batch, alpha=0.3)
+    out = output.objective_inputs
     names = ("image_embeds", "text_embeds", "aug_image_embeds", "teacher_image_embeds", "teacher_aug_image_embeds")
     for name in names:
         embeds = getattr(out, name)
         assert embeds.dtype == torch.float32, name
         torch.testing.assert_close(embeds.norm(dim=-1), torch.ones(len(embeds)), rtol=0, atol=1e-6)
     directions = {name: torch.nn.functional.normalize(getattr(out, name).double(), dim=-1) for name in names}
-    reference = MCDLoss("mcd")(
+    reference = objective_terms(
+        MCDLoss("mcd"),
         **directions,
         logit_scale=out.logit_scale.double(),
         mlm_logits=out.mlm_logits.double(),
@@ -270,4 +282,4 @@ def test_embeddings_are_unit_vectors_in_float32_under_bf16_autocast():
     )
     for name in ("distill_pos_loss", "distill_neg_loss", "distill_noisy_loss"):
         assert reference[name] > 0, name
-        assert out.losses[name].item() == pytest.approx(reference[name].item(), rel=1e-4), name
+        assert output.losses[name].item() == pytest.approx(reference[name].item(), rel=1e-4), name

@@ -7,19 +7,18 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from _wds_helpers import COLOURS, coloured_image, read_wds_samples, save_tiny_mcd_model, write_classification_wds
 from PIL import Image
 from sklearn.metrics import balanced_accuracy_score
 from torch.utils.data import DataLoader
 
-from modeling_mcd.cli import main
+from modeling_mcd.cli.main import main
 from modeling_mcd.evaluation import (
     build_zero_shot_classifier,
     encode_images,
     load_labelled_images,
     load_model_and_processor,
 )
-
-from _wds_helpers import COLOURS, coloured_image, read_wds_samples, save_tiny_mcd_model, write_classification_wds
 
 CLASSES = ["red", "green", "blue", "yellow"]
 

@@ -14,9 +14,8 @@ import textwrap
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerControl, TrainerState
-
 from test_run_mcd import ROOT, SCRIPT, TINY_RUN
+from transformers import TrainerControl, TrainerState
 
 MAX_STEPS = 10
 FLAGS = [*TINY_RUN, "--max_steps", str(MAX_STEPS), "--save_strategy", "steps", "--save_steps", str(MAX_STEPS)]
@@ -27,7 +26,7 @@ FLAGS += ["--eval_synthetic", "false", "--seed", "11", "--log_level", "info"]
 SENDER = textwrap.dedent(
     """
     import os, runpy, signal, sys
-    from modeling_mcd.trainer import MCDTrainer
+    from modeling_mcd.trainer.mcd_trainer import MCDTrainer
 
     at_step, signum = int(os.environ["PREEMPT_AT_STEP"]), getattr(signal, os.environ["PREEMPT_SIGNAL"])
     to_launcher = os.environ.get("PREEMPT_LAUNCHER") == "1"
@@ -128,7 +127,7 @@ def test_two_processes_preempted_through_torchrun_resume_bit_exact(tmp_path):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
 def test_each_preemption_signal_stops_after_the_step_with_a_save(signum):
-    from modeling_mcd.preemption import PreemptionCallback, preemption_exit_code
+    from modeling_mcd.trainer.preemption import PreemptionCallback, preemption_exit_code
 
     callback = PreemptionCallback()
     before = signal.getsignal(signum)

@@ -7,14 +7,13 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import fixed_pretraining_batch, objective_terms, tiny_config
 from safetensors import safe_open
 from transformers import AutoModel
 
 from modeling_mcd import MCDModel
-from modeling_mcd.objective import MCDLoss
-from modeling_mcd.pretraining import MCDForPreTraining
-
-from conftest import fixed_pretraining_batch, tiny_config
+from modeling_mcd.objective.mcd_loss import MCDLoss
+from modeling_mcd.pretraining.model import MCDForPreTraining
 
 BATCH = 5
 CAPTIONS = ["a photo of a red circle", "two blue squares", "a cat", "a big green star on the left", "this is a dog"]
@@ -121,17 +120,17 @@ def test_forward_returns_the_objective_terms(objective, use_mlm, expected):
     out = model(**batch, alpha=0.3)
     assert set(out.losses) == expected
     assert out.loss is out.losses["loss"] and torch.isfinite(out.loss)
-    assert (out.aug_image_embeds is None) == (objective == "clip")
-    assert (out.teacher_image_embeds is None) == (objective != "mcd")
+    assert (out.objective_inputs.aug_image_embeds is None) == (objective == "clip")
+    assert (out.objective_inputs.teacher_image_embeds is None) == (objective != "mcd")
     # The batched calls (both views at once, clean + masked ids at once) equal separate calls.
     features = F.normalize(model.mcd.get_image_features(batch["pixel_values"]).pooler_output, dim=-1)
-    torch.testing.assert_close(out.image_embeds, features)
+    torch.testing.assert_close(out.objective_inputs.image_embeds, features)
     text_keys = ("input_ids", "attention_mask", "token_type_ids")
     text_features = model.mcd.get_text_features(**{k: batch[k] for k in text_keys}).pooler_output
-    torch.testing.assert_close(out.text_embeds, F.normalize(text_features, dim=-1))
+    torch.testing.assert_close(out.objective_inputs.text_embeds, F.normalize(text_features, dim=-1))
     if objective != "clip":
         aug = F.normalize(model.mcd.get_image_features(batch["aug_pixel_values"]).pooler_output, dim=-1)
-        torch.testing.assert_close(out.aug_image_embeds, aug)
+        torch.testing.assert_close(out.objective_inputs.aug_image_embeds, aug)
 
 
 def test_forward_terms_equal_mcd_loss_on_the_returned_embeddings():
@@ -142,13 +141,14 @@ def test_forward_terms_equal_mcd_loss_on_the_returned_embeddings():
     batch = _batch()
     out = model(**batch, alpha=0.3)
 
-    peer = MCDLoss("mcd", use_mlm=False, **WEIGHTS)(
-        out.image_embeds,
-        out.text_embeds,
-        model.mcd.get_logit_scale(),
-        aug_image_embeds=out.aug_image_embeds,
-        teacher_image_embeds=out.teacher_image_embeds,
-        teacher_aug_image_embeds=out.teacher_aug_image_embeds,
+    peer = objective_terms(
+        MCDLoss("mcd", use_mlm=False, **WEIGHTS),
+        image_embeds=out.objective_inputs.image_embeds,
+        text_embeds=out.objective_inputs.text_embeds,
+        logit_scale=model.mcd.get_logit_scale(),
+        aug_image_embeds=out.objective_inputs.aug_image_embeds,
+        teacher_image_embeds=out.objective_inputs.teacher_image_embeds,
+        teacher_aug_image_embeds=out.objective_inputs.teacher_aug_image_embeds,
         alpha=0.3,
     )
     for name in ("contrastive_loss", *DISTILL_TERMS):
@@ -166,9 +166,14 @@ def test_forward_terms_equal_mcd_loss_on_the_returned_embeddings():
     total = peer["contrastive_loss"] + WEIGHTS["lambda_dist"] * peer["distill_loss"] + WEIGHTS["beta_mlm"] * mlm
     torch.testing.assert_close(out.loss, total)
     # The teacher embeddings come from the teacher towers, without gradient.
-    assert not out.teacher_image_embeds.requires_grad and not out.teacher_aug_image_embeds.requires_grad
+    assert (
+        not out.objective_inputs.teacher_image_embeds.requires_grad
+        and not out.objective_inputs.teacher_aug_image_embeds.requires_grad
+    )
     pooled = model.teacher_vision_model(pixel_values=batch["pixel_values"]).pooler_output
-    torch.testing.assert_close(out.teacher_image_embeds, F.normalize(model.teacher_visual_projection(pooled), dim=-1))
+    torch.testing.assert_close(
+        out.objective_inputs.teacher_image_embeds, F.normalize(model.teacher_visual_projection(pooled), dim=-1)
+    )
 
 
 def test_distillation_is_zero_when_teacher_equals_student_and_positive_after_the_student_moves():
@@ -253,8 +258,13 @@ def test_teacher_text_ema_builds_and_updates_a_text_teacher():
 
     model.eval()
     out = model(**_batch(), alpha=0.3)
-    assert out.teacher_text_embeds is not None and not out.teacher_text_embeds.requires_grad
-    torch.testing.assert_close(out.teacher_text_embeds, out.text_embeds.detach(), rtol=0, atol=0)
+    assert (
+        out.objective_inputs.teacher_text_embeds is not None
+        and not out.objective_inputs.teacher_text_embeds.requires_grad
+    )
+    torch.testing.assert_close(
+        out.objective_inputs.teacher_text_embeds, out.objective_inputs.text_embeds.detach(), rtol=0, atol=0
+    )
 
     _perturb(text_student, seed=10)
     old_teacher = [p.detach().double().clone() for p in text_teacher]
@@ -262,7 +272,7 @@ def test_teacher_text_ema_builds_and_updates_a_text_teacher():
     for t, t_old, s in zip(text_teacher, old_teacher, text_student):
         torch.testing.assert_close(t.double(), 0.6 * t_old + 0.4 * s.detach().double(), rtol=1e-6, atol=1e-7)
     moved = model(**_batch(), alpha=0.3)
-    assert not torch.allclose(moved.teacher_text_embeds, moved.text_embeds)
+    assert not torch.allclose(moved.objective_inputs.teacher_text_embeds, moved.objective_inputs.text_embeds)
 
 
 # ------------------------------------------------------------------------------------------ errors

@@ -11,10 +11,9 @@ import shutil
 
 import pytest
 import torch
-from transformers import AutoTokenizer, TrainerCallback
-
 from test_run_errors import _checkpointed, data_run, write_pairs
 from test_run_mcd import TINY_RUN, _load_script
+from transformers import AutoTokenizer, TrainerCallback
 
 
 def _args(out, *flags: str) -> list[str]:
@@ -45,7 +44,10 @@ def test_resuming_a_clip_checkpoint_with_mcd_starts_the_teacher_from_the_student
     caplog.set_level(logging.WARNING)
     run_mcd.main(_args(out, "--objective", "mcd", "--max_steps", "4"))
     assert seen["teacher_is_student"]
-    assert any("objective clip" in r.getMessage() and "teacher starts from the student" in r.getMessage() for r in caplog.records)
+    assert any(
+        "objective clip" in r.getMessage() and "teacher starts from the student" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_a_checkpoint_without_its_optimizer_is_refused_unless_weights_only(tmp_path):
@@ -62,8 +64,12 @@ def test_a_checkpoint_without_its_optimizer_is_refused_unless_weights_only(tmp_p
     with pytest.raises(ValueError, match=r"checkpoint-2 lacks optimizer\.pt, scheduler\.pt.*--resume_weights_only"):
         run_mcd.main(_args(cut, *flags))
     run_mcd.main(_args(cut, *flags, "--resume_weights_only", "true"))
-    expected = _logged(json.loads((whole / "checkpoint-4" / "trainer_state.json").read_text())["log_history"], "learning_rate")
-    actual = _logged(json.loads((cut / "checkpoint-4" / "trainer_state.json").read_text())["log_history"], "learning_rate")
+    expected = _logged(
+        json.loads((whole / "checkpoint-4" / "trainer_state.json").read_text())["log_history"], "learning_rate"
+    )
+    actual = _logged(
+        json.loads((cut / "checkpoint-4" / "trainer_state.json").read_text())["log_history"], "learning_rate"
+    )
     assert actual[3] == expected[3] and actual[4] == expected[4]  # the schedule went on from step 2, not from 0
 
 

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
-from modeling_mcd.arguments import parse_run_args
-from modeling_mcd.checkpoints import STAGING_DIR, last_checkpoint
-from modeling_mcd.training_arguments import MCDTrainingArguments
-from modeling_mcd.trainer import MCDTrainer
-
 from test_run_mcd import ROOT, SCRIPT, TINY_RUN, _load_script
+
+from modeling_mcd.trainer.checkpoints import STAGING_DIR, last_checkpoint
+from modeling_mcd.trainer.mcd_trainer import MCDTrainer
+from modeling_mcd.trainer.recipe import parse_run_args
+from modeling_mcd.trainer.training_arguments import MCDTrainingArguments
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white"]
 SHAPES = ["circle", "square", "triangle", "star", "cross"]
@@ -88,7 +87,7 @@ def test_exit_status_follows_one_rule():
     """UsageError and ValueErrors raised by the package's own code: 2; a failed evaluation after the save: 3; a
     preemption: 128 + the signal; a full disk: 2; anything else: a bug (None)."""
     from modeling_mcd.data.leakage import LeakError
-    from modeling_mcd.errors import EvaluationError, Preempted, UsageError, exit_status
+    from modeling_mcd.trainer.errors import EvaluationError, Preempted, UsageError, exit_status
 
     def raised(error: BaseException) -> BaseException:
         try:
@@ -257,7 +256,9 @@ def test_steps_whose_batch_shows_one_image_are_warned_about_once_and_counted(tmp
     dataset = write_pairs(tmp_path / "data", 12, same_image=True)
     caplog.set_level(logging.WARNING)
     run_mcd.main(data_run(out, dataset, "--dataloader_drop_last", "true"))
-    warnings = [r.getMessage() for r in caplog.records if "every row of the global batch shows one image" in r.getMessage()]
+    warnings = [
+        r.getMessage() for r in caplog.records if "every row of the global batch shows one image" in r.getMessage()
+    ]
     assert len(warnings) == 1 and warnings[0].startswith("step 1:")
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     assert [entry["single_image_steps"] for entry in history if "loss" in entry] == [1, 2, 3]

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-
 from test_run_mcd import TINY_RUN, _load_script
 
 LOCK = ".run.lock"
@@ -53,14 +52,14 @@ def test_a_stale_lock_is_taken_over_with_a_log_line_and_released_at_the_end(tmp_
     caplog.set_level(logging.WARNING)
     run_mcd.main(_args(out))
     assert (out / "mcd-model" / "model.safetensors").is_file()
-    assert any(f"stale lock" in r.getMessage() and f"PID {dead}" in r.getMessage() for r in caplog.records)
+    assert any("stale lock" in r.getMessage() and f"PID {dead}" in r.getMessage() for r in caplog.records)
     assert not (out / LOCK).exists()  # released when the run ended
 
 
 def test_the_lock_names_its_owner_and_is_released_once():
-    from modeling_mcd.run_lock import RunLock
-
     import tempfile
+
+    from modeling_mcd.trainer.run_lock import RunLock
 
     with tempfile.TemporaryDirectory() as folder:
         lock = RunLock.acquire(folder)

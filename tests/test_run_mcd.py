@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from _bad_corpus import write_bad_corpus
+from conftest import EXPORTED_FILES, files_containing, install_fake_hub, remote_code_report, training_only_keys
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from PIL import Image
 from transformers import AutoModel, AutoProcessor, AutoTokenizer, pipeline
@@ -24,10 +26,7 @@ from transformers import AutoModel, AutoProcessor, AutoTokenizer, pipeline
 from modeling_mcd import MCDModel
 from modeling_mcd.data import BadSampleError, ImageTextDataset
 from modeling_mcd.evaluation import load_model_and_processor
-from modeling_mcd.pairs import PADDING_PAIR_ID
-
-from _bad_corpus import write_bad_corpus
-from conftest import EXPORTED_FILES, files_containing, install_fake_hub, remote_code_report, training_only_keys
+from modeling_mcd.objective.pairs import PADDING_PAIR_ID
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "training" / "run_mcd.py"

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from modeling_mcd import MCDModel
 from modeling_mcd.evaluation import load_model_and_processor
 from modeling_mcd.export import export_to_vision_text_dual_encoder
-from modeling_mcd.pretraining import MCDForPreTraining
+from modeling_mcd.pretraining.model import MCDForPreTraining
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Calls that unpickle (run code from) a file.

@@ -1,5 +1,5 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
-"""Tests of modeling_mcd.seeding.derive_seed, the one seed derivation of the data pipeline."""
+"""Tests of modeling_mcd.data.seeding.derive_seed, the one seed derivation of the data pipeline."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from modeling_mcd.seeding import derive_seed
+from modeling_mcd.data.seeding import derive_seed
 
 KEYS = [(seed, epoch, index) for seed in range(3) for epoch in range(4) for index in range(50)]
 
@@ -28,7 +28,7 @@ def test_a_fresh_process_derives_the_same_seeds():
     """What a resumed run, a DataLoader worker or another rank relies on: the seed depends on the keys alone, not on
     anything of the process (its hash seed, its global RNG states, its id)."""
     script = (
-        "import json, sys; from modeling_mcd.seeding import derive_seed; "
+        "import json, sys; from modeling_mcd.data.seeding import derive_seed; "
         "print(json.dumps([derive_seed(*key) for key in json.loads(sys.argv[1])]))"
     )
     keys = KEYS[::7]

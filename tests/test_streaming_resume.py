@@ -15,13 +15,12 @@ import tarfile
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_tokenizer
 from PIL import Image
 from safetensors.torch import load_file
-
-from modeling_mcd.trainer import MCDTrainer
-
-from conftest import tiny_tokenizer
 from test_run_mcd import SCRIPT, TINY_RUN, _load_script
+
+from modeling_mcd.trainer.mcd_trainer import MCDTrainer
 
 pytestmark = pytest.mark.slow
 

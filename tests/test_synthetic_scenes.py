@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from _synthetic_helpers import TINY, scenes
 
 from modeling_mcd.synthetic import (
     COLOURS,
@@ -19,8 +20,6 @@ from modeling_mcd.synthetic import (
     zero_shot_classes,
     zero_shot_dataset,
 )
-
-from _synthetic_helpers import TINY, scenes
 
 COUNTS = {"a": 1, "an": 1, "two": 2, "three": 3, "four": 4}
 

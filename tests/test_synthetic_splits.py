@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from _synthetic_helpers import TINY, scenes
 from datasets import ClassLabel, Image
 
 from modeling_mcd.synthetic import (
@@ -13,8 +14,6 @@ from modeling_mcd.synthetic import (
     zero_shot_classes,
     zero_shot_dataset,
 )
-
-from _synthetic_helpers import TINY, scenes
 
 
 def test_dataset_splits_features_and_rows_match_render_sample():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -13,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from modeling_mcd.teacher import build_teacher, copy_params_, ema_update_, momentum_at, paired_parameters
+from modeling_mcd.pretraining.teacher import copy_params_, ema_update_, momentum_at, paired_parameters
 
 WORKER = os.path.join(os.path.dirname(__file__), "_zero3_teacher_worker.py")
 
@@ -71,9 +72,14 @@ def test_ema_update_matches_hand_computation():
     assert all(torch.equal(t, s) for t, s in zip(teacher, student))
 
 
-def test_build_teacher_and_copy_params_give_exact_frozen_copy():
+def frozen_copy(student: nn.Module) -> nn.Module:
+    """The teacher as `MCDForPreTraining` holds one: a copy of the student, frozen, in eval mode."""
+    return copy.deepcopy(student).requires_grad_(False).eval()
+
+
+def test_copy_params_gives_an_exact_copy_of_a_moved_student():
     student = tiny_student()
-    teacher = build_teacher(student)
+    teacher = frozen_copy(student)
     assert not teacher.training
     assert all(not p.requires_grad for p in teacher.parameters())
     assert all(p.requires_grad for p in student.parameters())
@@ -90,7 +96,7 @@ def test_build_teacher_and_copy_params_give_exact_frozen_copy():
 
 def test_teacher_gets_no_gradient_and_ema_builds_no_graph():
     student = tiny_student()
-    teacher = build_teacher(student)
+    teacher = frozen_copy(student)
     x = torch.randn(5, 7)
     loss = (student(x) - teacher(x)).pow(2).sum() + student(x).sum()
     loss.backward()
@@ -103,7 +109,7 @@ def test_teacher_gets_no_gradient_and_ema_builds_no_graph():
 
 def test_paired_parameters_pairs_by_name_and_reports_mismatch():
     student = tiny_student()
-    teacher = build_teacher(student)
+    teacher = frozen_copy(student)
     t_params, s_params = paired_parameters(teacher, student)
     names = [n for n, _ in student.named_parameters()]
     t_by_name = dict(teacher.named_parameters())

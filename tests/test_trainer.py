@@ -9,18 +9,17 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config, tiny_tokenizer
 from PIL import Image
 from transformers import TrainerCallback, TrainingArguments
 
-from modeling_mcd.augmentation import MCDViews
 from modeling_mcd.data import ImageTextDataset, MCDCollator
-from modeling_mcd.losses import progressive_alpha
-from modeling_mcd.pretraining import MCDForPreTraining
-from modeling_mcd.teacher import momentum_at
-from modeling_mcd.training_arguments import MCDTrainingArguments
-from modeling_mcd.trainer import MCDTrainer
-
-from conftest import tiny_config, tiny_tokenizer
+from modeling_mcd.data.augmentation import MCDViews
+from modeling_mcd.objective.losses import progressive_alpha
+from modeling_mcd.pretraining.model import MCDForPreTraining
+from modeling_mcd.pretraining.teacher import momentum_at
+from modeling_mcd.trainer.mcd_trainer import MCDTrainer
+from modeling_mcd.trainer.training_arguments import MCDTrainingArguments
 
 BASE_SIZE = 36  # the collator's base image size; the views crop/resize it to the model's 30
 BATCH = 5

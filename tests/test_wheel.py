@@ -118,7 +118,7 @@ LOAD_SCRIPT = textwrap.dedent(
     """
     import sys
     import modeling_mcd
-    from modeling_mcd.model_card import render_model_card
+    from modeling_mcd.hub.model_card import render_model_card
     from PIL import Image
     from transformers import AutoModel, pipeline
 

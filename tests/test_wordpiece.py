@@ -1,10 +1,10 @@
-"""WordPiece tokenizer trained on captions (`modeling_mcd.wordpiece`), for text towers trained from scratch."""
+"""WordPiece tokenizer trained on captions (`modeling_mcd.trainer.wordpiece`), for text towers trained from scratch."""
 
 import pytest
 import torch
 from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 
-from modeling_mcd.wordpiece import SPECIAL_TOKENS, train_wordpiece_tokenizer
+from modeling_mcd.trainer.wordpiece import SPECIAL_TOKENS, train_wordpiece_tokenizer
 
 # Letters and spaces only, so pre-tokenisation is a plain whitespace split (the naive reference below relies on it).
 CAPTIONS = [

@@ -15,10 +15,10 @@ This file is the launch layer only: it parses, then runs numbered steps. Every p
 `modeling_mcd` (arguments, builder, data, evaluation, trainer, hub), where `mcd`, `bench/` and the tests use
 it too. Every flag has a `help`: `python training/run_mcd.py --help`.
 
-Exit codes (`modeling_mcd.errors`): 0 done; 2 a problem to fix (an argument, the data, the run folder, a full disk),
-printed as one `run_mcd.py: error: ...` line (`MCD_DEBUG=1` adds its traceback); 3 the model was trained and saved
-but its final evaluation failed; 128 + N stopped by signal N (SIGTERM 143, SIGUSR1 138, SIGINT 130) after writing a
-checkpoint, which the same command resumes; 1 a bug (with its traceback), or non-finite final metrics.
+Exit codes (`modeling_mcd.trainer.errors`): 0 done; 2 a problem to fix (an argument, the data, the run folder, a full
+disk), printed as one `run_mcd.py: error: ...` line (`MCD_DEBUG=1` adds its traceback); 3 the model was trained and
+saved but its final evaluation failed; 128 + N stopped by signal N (SIGTERM 143, SIGUSR1 138, SIGINT 130) after writing
+a checkpoint, which the same command resumes; 1 a bug (with its traceback), or non-finite final metrics.
 """
 
 from __future__ import annotations
@@ -39,23 +39,26 @@ import transformers
 from transformers import set_seed
 
 from modeling_mcd import MCDProcessor
-from modeling_mcd.arguments import SYNTHETIC, DataArguments, parse_run_args
-from modeling_mcd.training_arguments import MCDTrainingArguments
-from modeling_mcd.builder import build_pretraining_model, caption_corpus, load_tokenizer
-from modeling_mcd.checkpoints import clear_run_folder, last_checkpoint
 from modeling_mcd.data import MCDCollator, image_text_dataset, load_image_text_dataset, save_skipped_samples
 from modeling_mcd.data.leakage import guard_training_data
 from modeling_mcd.data.noise import mislabel_captions
 from modeling_mcd.data.streaming import StreamOrder
-from modeling_mcd.errors import EvaluationError, Preempted, UsageError, debug_requested, exit_status
 from modeling_mcd.evaluation.report import format_metrics
 from modeling_mcd.evaluation.tasks import build_eval_tasks, chance_levels, run_tasks, task_splits
-from modeling_mcd.fingerprint import data_fingerprint
-from modeling_mcd.hub import HubTarget, push_model
-from modeling_mcd.lora import peft_student, save_adapters
-from modeling_mcd.model_card import write_model_card
-from modeling_mcd.preemption import PreemptionCallback
-from modeling_mcd.resume_checks import (
+from modeling_mcd.hub.model_card import write_model_card
+from modeling_mcd.hub.push import HubTarget, push_model
+from modeling_mcd.hub.run_record import compute_record, recipe_record, training_record
+from modeling_mcd.pretraining.adapters import peft_student, save_adapters
+from modeling_mcd.synthetic import SYNTHETIC, SyntheticConfig, load_synthetic_dataset, synthetic_pairs
+from modeling_mcd.trainer.arguments import DataArguments
+from modeling_mcd.trainer.builder import build_pretraining_model, caption_corpus, load_tokenizer
+from modeling_mcd.trainer.checkpoints import clear_run_folder, last_checkpoint
+from modeling_mcd.trainer.errors import EvaluationError, Preempted, UsageError, debug_requested, exit_status
+from modeling_mcd.trainer.fingerprint import data_fingerprint
+from modeling_mcd.trainer.mcd_trainer import MCDTrainer
+from modeling_mcd.trainer.preemption import PreemptionCallback
+from modeling_mcd.trainer.recipe import parse_run_args
+from modeling_mcd.trainer.resume_checks import (
     ResumeAdjustments,
     check_checkpoint,
     check_model_fits,
@@ -64,11 +67,9 @@ from modeling_mcd.resume_checks import (
     run_fingerprint,
     teacher_note,
 )
-from modeling_mcd.run_checks import check_batches, check_steps_taken, check_text_positions
-from modeling_mcd.run_lock import lock_run_folder
-from modeling_mcd.run_record import compute_record, recipe_record, training_record
-from modeling_mcd.synthetic import SyntheticConfig, load_synthetic_dataset, synthetic_pairs
-from modeling_mcd.trainer import MCDTrainer
+from modeling_mcd.trainer.run_checks import check_batches, check_steps_taken, check_text_positions
+from modeling_mcd.trainer.run_lock import lock_run_folder
+from modeling_mcd.trainer.training_arguments import MCDTrainingArguments
 
 logger = logging.getLogger("run_mcd")
 

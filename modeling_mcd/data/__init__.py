@@ -1,7 +1,7 @@
 # Copyright 2026 The mcd authors. Licensed under the Apache License, Version 2.0.
 """Image-text data for MCD pretraining: loading, decoding, the bad-sample policy and the collator.
 
-Data flow (DESIGN.md, step 1), one module per step:
+The data flow, one module per step:
 
 1. `sources`: `load_image_text_dataset` opens a Hub dataset, an `imagefolder` directory, `.jsonl`/`.csv`/`.tsv`
    files, webdataset `.tar` shards (img2dataset's), parquet files or folders and `save_to_disk` folders (`formats`)
@@ -53,6 +53,7 @@ from .image_text import (
     KeyedStream,
     image_text_dataset,
 )
+from .skipped import SKIPPED_SAMPLES_FILE, BadSampleCounter, SkippedRow, save_skipped_samples
 from .sources import (
     LOCAL_EXTENSIONS,
     WEBDATASET_CAPTION_KEYS,
@@ -60,7 +61,6 @@ from .sources import (
     expand_braces,
     load_image_text_dataset,
 )
-from .skipped import SKIPPED_SAMPLES_FILE, BadSampleCounter, SkippedRow, save_skipped_samples
 from .streaming import DEFAULT_SHUFFLE_BUFFER_SIZE, StreamOrder
 from .text_files import TEXT_FILE_EXTENSIONS, read_caption_files
 

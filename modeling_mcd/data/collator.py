@@ -3,8 +3,8 @@
 
 Data flow: samples of `image_text` (`{"pixel_values": uint8 (3, S, S), "caption": str, "pair_id": int, "skipped":
 {...}}`) -> `MCDCollator` stacks the images to uint8 (B, 3, S, S), tokenizes the captions to (B, L), makes the
-MLM-masked copy of the ids with transformers' `DataCollatorForLanguageModeling` and stacks the pair ids. Random crops and
-augmentations happen later, batched on the accelerator (`augmentation.py`).
+MLM-masked copy of the ids with transformers' `DataCollatorForLanguageModeling` and stacks the pair ids. Random crops
+and augmentations happen later, batched on the accelerator (`augmentation.py`).
 
 Under `MCDTrainer` the samples come through `image_text.KeyedSamples` and the collator is wrapped in
 `SeededCollator`: every caption is masked with its own seed, from (run seed, epoch, index), so its mask does
@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from ..seeding import derive_seed
 from .image_text import SAMPLE_KEY
+from .seeding import derive_seed
 
 logger = logging.get_logger(__name__)
 

@@ -122,9 +122,7 @@ def _header(lines: Sequence[str], path: str, columns: Sequence[str], delimiter: 
     for column, argument in zip(columns, ("image_column", "caption_column")):
         if column not in header:
             hint = f" (fields separated by {delimiter!r}: --csv_separator?)" if len(header) == 1 else ""
-            raise ValueError(
-                f"{argument}={column!r} is not a column of {path}; its columns are {sorted(header)}{hint}"
-            )
+            raise ValueError(f"{argument}={column!r} is not a column of {path}; its columns are {sorted(header)}{hint}")
     for column in columns:
         if header.count(column) > 1:
             raise ValueError(f"{path} names the column {column!r} twice in its header: which one holds the data?")

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from ..seeding import derive_seed
+from .seeding import derive_seed
 
 BAD_SAMPLE_REASONS = (
     # the image
@@ -145,7 +145,7 @@ def _open_image_bytes(data: bytes, name: str) -> tuple[Image.Image, str]:
             return Image.open(io.BytesIO(data)), name
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise BadSampleError("decompression_bomb", f"{name}: {error}") from error
-    except Exception as error:  # noqa: BLE001 - PIL raises many types on arbitrary bytes
+    except Exception as error:
         raise BadSampleError("not_an_image", f"{name}: {error}") from error
 
 
@@ -198,7 +198,7 @@ def decode_image(value: Any, max_pixels: int | None = DEFAULT_MAX_PIXELS, draft_
         return _to_rgb(image)
     except BadSampleError:
         raise
-    except Exception as error:  # noqa: BLE001 - a decoder fails in many ways on damaged data
+    except Exception as error:
         reason = "truncated" if "truncated" in str(error).lower() else "corrupt"
         raise BadSampleError(reason, f"{name}: {type(error).__name__}: {error}") from error
 

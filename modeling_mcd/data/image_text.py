@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
-from ..pairs import PADDING_PAIR_ID
+from ..objective.pairs import PADDING_PAIR_ID
 from .decoding import DEFAULT_MAX_CONSECUTIVE_BAD, DEFAULT_MAX_PIXELS, BadSampleError, SampleDecoder
 from .skipped import SkippedRow, describe_counts, log_skipped_row
 from .sources import lazy_images

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import datasets
 import numpy as np
 
-from ..seeding import derive_seed
 from .image_text import known_bad
+from .seeding import derive_seed
 
 #: The key that separates the noise draw from the other draws of a seed (`seeding.derive_seed`).
 NOISE_STREAM = 0x6E6F6973  # "nois"

@@ -30,7 +30,7 @@ from typing import Any
 import datasets
 import numpy as np
 
-from ..seeding import derive_seed
+from .seeding import derive_seed
 
 #: `derive_seed` keys of the two draws, so that they never share a stream with each other or with other draws.
 SHARD_ORDER_STREAM = 0x5348

@@ -33,7 +33,7 @@ from typing import Any
 import datasets
 from transformers.utils import logging
 
-from ..pairs import PADDING_PAIR_ID
+from ..objective.pairs import PADDING_PAIR_ID
 from .csv_records import Record, csv_records
 from .decoding import BadSampleError, valid_captions, validate_caption
 from .text_lines import physical_lines, read_text, strip_line_end, text_problem, undecodable_bytes
@@ -188,9 +188,7 @@ class ImagePaths:
         if problem := text_problem(value):  # os.stat refuses a NUL: a whole-run error if not caught here
             raise BadSampleError("bad_encoding", f"image path {value!r:.80}: {problem}")
         if not self.allow_outside and leaves_folder(self.base_dir, value):
-            raise BadSampleError(
-                "path_outside_data", f"{value!r} leaves {self.base_name}, {self.base_dir}{self.hint}"
-            )
+            raise BadSampleError("path_outside_data", f"{value!r} leaves {self.base_name}, {self.base_dir}{self.hint}")
         full = os.path.normpath(os.path.join(self.base_dir, value))
         if full not in self.checked:
             self.checked[full] = _file_problem(full)

@@ -14,17 +14,15 @@ tests against scikit-learn and naive loops. They are the only implementation: `m
 the Trainer's evaluation all call them.
 """
 
+from ..data.lazy_images import LazyImages
 from .compositionality import compositionality_metrics
 from .data import (
-    CaptionedImages,
-    CompositionalityPairs,
-    LabelledImages,
-    LazyImages,
     load_captioned_images,
     load_labelled_images,
     load_sugarcrepe,
     read_class_folder,
 )
+from .datasets import CaptionedImages, CompositionalityPairs, LabelledImages
 from .features import default_max_length, encode_images, encode_texts, load_model_and_processor
 from .linear_probe import DEFAULT_C_GRID, linear_probe_metrics
 from .metrics import classification_metrics

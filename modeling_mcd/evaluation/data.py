@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,49 +25,18 @@ from PIL import Image
 
 from ..data.lazy_images import AspectCropped, LazyImages
 from ..data.splits import same_split
-
-#: Folder names that name a split, not a dataset or a class (`cifar10/test`).
-SPLIT_FOLDER_NAMES = ("test", "val", "validation", "train")
-#: What `--on-bad-image` accepts: skip (and name) an unreadable image, or stop at it.
-ON_BAD_IMAGE_CHOICES = ("skip", "raise")
-
-
-def _require_a_task(source, classes: int, images: int, skipped: int = 0) -> None:
-    """Refuse data that makes no task: fewer than 2 classes or fewer than 2 images."""
-    if classes < 2:
-        raise ValueError(f"{source} holds {classes} class(es): a task needs at least 2 classes (else no chance level)")
-    if images < 2:
-        left_out = f" ({skipped} unreadable left out)" if skipped else ""
-        raise ValueError(f"{source}: only {images} image(s) can be used{left_out}: a task needs at least 2 images")
+from .datasets import (
+    ON_BAD_IMAGE_CHOICES,
+    SPLIT_FOLDER_NAMES,
+    CaptionedImages,
+    CompositionalityPairs,
+    LabelledImages,
+    require_a_task,
+)
+from .wds import find_webdataset, load_webdataset_captioned, load_webdataset_labelled
 
 
 # ------------------------------------------------------------------------------------ classification
-@dataclass
-class LabelledImages:
-    """Images with integer labels and the display name of each class (index = label); from a folder, also the
-    number of class folders and the images that could not be read (skipped). `class_keys` name the classes in label
-    order as the data does (the folder names of an image folder), `key_order` says what that order is, and
-    `templates` are the prompts the data ships (a CLIP_benchmark webdataset folder), if any."""
-
-    images: Sequence  # PIL images, a `datasets` image column, a `LazyImages` or a `TarImages`
-    labels: torch.Tensor  # (N,) long
-    classnames: list[str] | None
-    num_classes: int | None = None
-    skipped: list[str] = field(default_factory=list)  # "path: why", one per image left out
-    class_keys: list[str] | None = None
-    key_order: str = "label id order"
-    templates: list[str] | None = None
-
-    def describe(self, source) -> str:
-        """One line for the user: how many images of how many classes are used, and what was skipped."""
-        classes = f" in {self.num_classes} classes" if self.num_classes is not None else ""
-        text = f"{len(self.labels)} images{classes} from {source}"
-        if self.skipped:
-            text += f"; {len(self.skipped)} unreadable skipped: " + "; ".join(self.skipped[:5])
-            text += " ..." if len(self.skipped) > 5 else ""
-        return text
-
-
 def _read_json_list(path: Path) -> list[str]:
     try:
         names = json.loads(path.read_text(encoding="utf-8"))
@@ -155,14 +122,14 @@ def read_class_folder(folder: str | Path, on_bad_image: str = "skip") -> Labelle
                     labels.append(label)
     if not paths:
         raise ValueError(f"no images in {folder}: expected <class>/<image> files ({len(classes)} class folders)")
-    _require_a_task(folder, len(classes), len(paths))  # before decoding them all
+    require_a_task(folder, len(classes), len(paths))  # before decoding them all
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         errors = list(pool.map(_image_problem, paths))
     bad = [f"{path}: {error}" for path, error in zip(paths, errors) if error is not None]
     if bad and on_bad_image == "raise":
         raise ValueError(f"cannot read image {bad[0]} (--on-bad-image skip leaves unreadable images out)")
     keep = [i for i, error in enumerate(errors) if error is None]
-    _require_a_task(folder, len(classes), len(keep), skipped=len(bad))
+    require_a_task(folder, len(classes), len(keep), skipped=len(bad))
     images = LazyImages([paths[i] for i in keep])
     labels = torch.tensor([labels[i] for i in keep], dtype=torch.long)
     return LabelledImages(images, labels, classes, len(classes), bad, list(classes), "sorted order of the folder names")
@@ -213,7 +180,6 @@ def load_labelled_images(
         root = Path(data)
         if not root.is_dir():
             raise ValueError(f"image data {root} is not a folder")
-        from .wds import find_webdataset, load_webdataset_labelled
 
         if find_webdataset(root, split) is not None:
             return load_webdataset_labelled(root, split, on_bad_image)
@@ -237,22 +203,13 @@ def load_labelled_images(
     classnames = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
     labels = torch.as_tensor(list(data[label_column]), dtype=torch.long)  # (N,)
     num_classes = len(classnames) if classnames is not None else None
-    _require_a_task("the data", num_classes if num_classes is not None else len(labels.unique()), len(labels))
+    require_a_task("the data", num_classes if num_classes is not None else len(labels.unique()), len(labels))
     images = AspectCropped(data[image_column])
     order = f"order of the {label_column!r} column's ClassLabel names" if classnames is not None else "label id order"
     return LabelledImages(images, labels, classnames, num_classes, class_keys=classnames, key_order=order)
 
 
 # ------------------------------------------------------------------------------------------ retrieval
-@dataclass
-class CaptionedImages:
-    """Images and their captions; each caption belongs to exactly one image."""
-
-    images: Sequence  # a `LazyImages`, or a `TarImages` of a webdataset folder
-    captions: list[str]
-    text_to_image: torch.Tensor  # (T,) long: the image index of each caption
-
-
 def load_captioned_images(
     path: str | Path, split: str | None = "test", split_column: str | None = "split"
 ) -> CaptionedImages:
@@ -282,8 +239,6 @@ def load_captioned_images(
     """
     from ..data.decoding import BadSampleError, validate_caption
     from ..data.text_files import ImagePaths, read_json_lines
-
-    from .wds import find_webdataset, load_webdataset_captioned
 
     path = Path(path)
     if path.is_dir() and not (path / "captions.jsonl").is_file() and find_webdataset(path, split) is not None:
@@ -331,17 +286,6 @@ def load_captioned_images(
 
 
 # -------------------------------------------------------------------------------------- SugarCrepe
-@dataclass
-class CompositionalityPairs:
-    """SugarCrepe samples: an image, its true caption and a hard negative caption, with a category."""
-
-    images: LazyImages  # the distinct images
-    image_index: torch.Tensor  # (N,) long: the image of each sample
-    captions: list[str]
-    negative_captions: list[str]
-    categories: list[str]
-
-
 def load_sugarcrepe(annotations: str | Path, image_dir: str | Path) -> CompositionalityPairs:
     r"""
     Read SugarCrepe: one JSON file per category (`replace_obj.json`, `swap_att.json`, ...), each mapping
@@ -395,12 +339,6 @@ def load_sugarcrepe(annotations: str | Path, image_dir: str | Path) -> Compositi
 
 
 __all__ = [
-    "ON_BAD_IMAGE_CHOICES",
-    "SPLIT_FOLDER_NAMES",
-    "CaptionedImages",
-    "CompositionalityPairs",
-    "LabelledImages",
-    "LazyImages",
     "load_captioned_images",
     "load_labelled_images",
     "load_sugarcrepe",

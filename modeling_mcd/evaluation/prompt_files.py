@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .datasets import folder_dataset_and_split
+
 #: How many `key=name` pairs [`describe_classnames`] shows before it counts the rest.
 SHOWN_CLASSES = 20
 
@@ -133,7 +135,6 @@ def read_prompt_values(
 def data_dataset_names(data: str | Path) -> list[str]:
     """The names a data folder may go by in a `{dataset: [...]}` file: `.../cifar10/test` -> `cifar10`;
     CLIP_benchmark's webdataset folders, `wds_cifar10` or `wds_cifar10_test`, -> also `cifar10`."""
-    from .tasks import folder_dataset_and_split
 
     name = folder_dataset_and_split(Path(data).absolute())[0]
     names = [name]
@@ -197,8 +198,8 @@ def describe_classnames(names: Sequence[str], keys: Sequence[str] | None, how: s
 
 
 __all__ = [
-    "PromptValues",
     "SHOWN_CLASSES",
+    "PromptValues",
     "assign_classnames",
     "data_dataset_names",
     "describe_classnames",

@@ -136,4 +136,4 @@ def retrieval_metrics(
     return metrics
 
 
-__all__ = ["retrieval_chance", "RECALL_AT", "rank_metrics", "retrieval_metrics", "retrieval_ranks"]
+__all__ = ["RECALL_AT", "rank_metrics", "retrieval_chance", "retrieval_metrics", "retrieval_ranks"]

@@ -21,7 +21,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from .data import SPLIT_FOLDER_NAMES
+from .datasets import folder_dataset_and_split
 from .features import encode_images, encode_texts
 from .metrics import classification_chance
 from .retrieval import retrieval_chance, retrieval_metrics
@@ -122,15 +122,6 @@ def task_splits(tasks: Sequence[ZeroShotTask | RetrievalTask]) -> dict[str, str 
     return {f"{task.name}_{task.kind}": task.split for task in tasks}
 
 
-def folder_dataset_and_split(folder: str | Path) -> tuple[str, str | None]:
-    """`.../cifar10/test` -> `("cifar10", "test")`, `.../toy` -> `("toy", None)`: a split folder is named after
-    its split, and its parent after the dataset."""
-    folder = Path(folder)
-    if folder.name in SPLIT_FOLDER_NAMES:
-        return folder.parent.name, folder.name
-    return folder.name, None
-
-
 def build_eval_tasks(
     synthetic_config=None,
     zero_shot_folder: str | None = None,
@@ -193,12 +184,10 @@ def build_eval_tasks(
 
 
 __all__ = [
-    "SPLIT_FOLDER_NAMES",
     "RetrievalTask",
     "ZeroShotTask",
     "build_eval_tasks",
     "chance_levels",
-    "folder_dataset_and_split",
     "run_tasks",
     "task_splits",
 ]

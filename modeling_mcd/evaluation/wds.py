@@ -32,6 +32,9 @@ from pathlib import Path
 
 import torch
 
+from .datasets import CaptionedImages, LabelledImages, require_a_task
+from .prompt_files import read_lines
+
 #: The image members of a sample, in the order CLIP_benchmark tries them.
 IMAGE_EXTENSIONS = ("webp", "png", "jpg", "jpeg")
 CLASSNAMES_FILE = "classnames.txt"
@@ -197,8 +200,6 @@ def load_webdataset_labelled(data: str | Path, split: str | None = None, on_bad_
             a cut or unreadable shard, fewer than 2 classes or 2 usable images, or (with `"raise"`) an unreadable
             image.
     """
-    from .data import LabelledImages, _require_a_task
-    from .prompt_files import read_lines
 
     folder, meta = _split_folder(data, split)
     classnames = read_lines(meta / CLASSNAMES_FILE, "classnames") if (meta / CLASSNAMES_FILE).is_file() else None
@@ -214,14 +215,14 @@ def load_webdataset_labelled(data: str | Path, split: str | None = None, on_bad_
             raise ValueError(f"sample {name} has label {labels[-1]}, but {meta / CLASSNAMES_FILE} names "
                              f"{len(classnames or [])} classes")  # fmt: skip
     num_classes = len(classnames) if classnames is not None else None
-    _require_a_task(folder, num_classes if num_classes is not None else len(set(labels)), len(members))
+    require_a_task(folder, num_classes if num_classes is not None else len(set(labels)), len(members))
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         errors = list(pool.map(_image_problem, members))
     bad = [f"{member.name}: {error}" for member, error in zip(members, errors) if error is not None]
     if bad and on_bad_image == "raise":
         raise ValueError(f"cannot read image {bad[0]} (--on-bad-image skip leaves unreadable images out)")
     keep = [i for i, error in enumerate(errors) if error is None]
-    _require_a_task(folder, num_classes if num_classes is not None else len(set(labels)), len(keep), len(bad))
+    require_a_task(folder, num_classes if num_classes is not None else len(set(labels)), len(keep), len(bad))
     return LabelledImages(
         TarImages([members[i] for i in keep]),
         torch.tensor([labels[i] for i in keep], dtype=torch.long),
@@ -250,7 +251,6 @@ def load_webdataset_captioned(data: str | Path, split: str | None = None):
             than 2 images.
     """
     from ..data.decoding import BadSampleError, validate_caption
-    from .data import CaptionedImages
 
     folder, _ = _split_folder(data, split)
     members, captions, text_to_image = [], [], []

@@ -27,6 +27,7 @@ rendered scenes).
 """
 
 from .config import (
+    SYNTHETIC,
     CAPTION_TEMPLATES,
     COLOURS,
     COUNT_WORDS,
@@ -70,6 +71,7 @@ __all__ = [
     "SIZE_FRACTIONS",
     "SIZE_WORDS",
     "SPLITS",
+    "SYNTHETIC",
     "ZERO_SHOT_TEMPLATES",
     "SyntheticConfig",
     "load_synthetic_dataset",

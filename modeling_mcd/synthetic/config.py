@@ -25,6 +25,9 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "pink": (250, 120, 190),
 }
 
+#: The `--dataset` value that names this built-in data.
+SYNTHETIC = "synthetic"
+
 #: Drawable shapes and their plural forms.
 SHAPES: dict[str, str] = {
     "circle": "circles",
@@ -134,9 +137,7 @@ class SyntheticConfig:
             values = getattr(self, name)
             unknown = [value for value in values if value not in known]
             if not values or unknown or len(set(values)) != len(values):
-                raise ValueError(
-                    f"`{name}` must be distinct names from {sorted(known)}, got {list(values)}."
-                )
+                raise ValueError(f"`{name}` must be distinct names from {sorted(known)}, got {list(values)}.")
 
     def num_examples(self, split: str) -> int:
         """Number of images in `split` ("train", "validation" or "test")."""

@@ -12,7 +12,7 @@ what the captions describe survives a crop.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -114,7 +114,7 @@ def visible_fraction(
 # ----------------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def _shape_vertices(shape: str, side: int) -> tuple[tuple[int, int], ...]:
     """Integer polygon vertices of `shape` in a `side` x `side` box at the origin (inclusive)."""
     last = side - 1
@@ -125,7 +125,20 @@ def _shape_vertices(shape: str, side: int) -> tuple[tuple[int, int], ...]:
     if shape == "cross":
         arm = max(2, round(side / 3))
         a, b = (side - arm) // 2, (side - arm) // 2 + arm - 1
-        return ((a, 0), (b, 0), (b, a), (last, a), (last, b), (b, b), (b, last), (a, last), (a, b), (0, b), (0, a), (a, a))
+        return (
+            (a, 0),
+            (b, 0),
+            (b, a),
+            (last, a),
+            (last, b),
+            (b, b),
+            (b, last),
+            (a, last),
+            (a, b),
+            (0, b),
+            (0, a),
+            (a, a),
+        )
     if shape == "star":
         # Five points, one pointing up; inner radius 0.45 of the outer radius.
         angles = -math.pi / 2 + np.arange(10) * math.pi / 5
@@ -136,12 +149,12 @@ def _shape_vertices(shape: str, side: int) -> tuple[tuple[int, int], ...]:
     raise ValueError(f"Unknown shape {shape!r}; known shapes: {sorted(SHAPES)}.")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _ramp(size: int) -> np.ndarray:
     return np.linspace(-0.5, 0.5, size, dtype=np.float32)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _shape_extent(shape: str, side: int) -> tuple[int, int]:
     """Width and height in pixels of `shape` drawn in a `side` box."""
     if shape == "circle":

@@ -21,7 +21,12 @@ from .scenes import render_sample, zero_shot_classes
 
 
 def _features(config: SyntheticConfig, columns: tuple[str, ...]) -> Features:
-    obj = {"shape": Value("string"), "colour": Value("string"), "size": Value("string"), "bbox": List(Value("int32"), length=4)}
+    obj = {
+        "shape": Value("string"),
+        "colour": Value("string"),
+        "size": Value("string"),
+        "bbox": List(Value("int32"), length=4),
+    }
     every = {
         "image": Image(),
         "caption": Value("string"),
