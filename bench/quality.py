@@ -88,7 +88,8 @@ DATASETS: dict[str, dict[str, Any]] = {
     },
 }
 
-#: --smoke: three variants of the synthetic grid at a toy size, two seeds for the seeded ones (so mean ± std is computed).
+#: --smoke: three variants of the synthetic grid at a toy size, two seeds for the seeded ones (so mean ± std is
+#: computed).
 SMOKE_VARIANTS = ["clip", "mcd", "mcd_mlm"]
 SMOKE_FLAGS = [
     "--max_steps", "2", "--synthetic_num_train", "48", "--synthetic_num_test", "16", "--eval_max_samples", "16",
@@ -219,7 +220,7 @@ def analyze_run(data: str, output_dir: Path, samples: int = 1000) -> list[dict[s
     points = []
     for step, path in targets:
         out = output_dir / "analysis" / path.name
-        command = [sys.executable, "-m", "modeling_mcd.cli", "analyze", str(path), *DATASETS[data]["analyze"]]
+        command = [sys.executable, "-m", "modeling_mcd.cli.main", "analyze", str(path), *DATASETS[data]["analyze"]]
         command += ["--samples", str(samples), "--output-dir", str(out)]
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
         if done.returncode != 0:
@@ -278,18 +279,80 @@ def paired_differences(
             ]
             if not pairs:
                 continue
-            differences = [difference for _, difference in pairs]
-            entry: dict[str, Any] = {
-                "baseline": reference,
-                "seeds": [seed for seed, _ in pairs],
-                "differences": differences,
-                "mean": statistics.fmean(differences),
-            }
-            if len(differences) > 1:
-                low, high = t_interval(differences)
-                entry.update(ci95=[low, high], excludes_zero=bool(low > 0 or high < 0))
-            result[cell][metric] = entry
+            result[cell][metric] = {"baseline": reference, **_difference_entry(pairs)}
     return result
+
+
+def _difference_entry(pairs: list[tuple[int, float]]) -> dict[str, Any]:
+    """Per-seed differences `(seed, difference)` -> seeds, differences, their mean and, with 2 seeds or more, its 95 %
+    t-interval; `excludes_zero` says whether the interval lies on one side of 0."""
+    differences = [difference for _, difference in pairs]
+    entry: dict[str, Any] = {
+        "seeds": [seed for seed, _ in pairs],
+        "differences": differences,
+        "mean": statistics.fmean(differences),
+    }
+    if len(differences) > 1:
+        low, high = t_interval(differences)
+        entry.update(ci95=[low, high], excludes_zero=bool(low > 0 or high < 0))
+    return entry
+
+
+def noise_costs(
+    runs: list[dict[str, Any]], metrics: list[str], baseline: str = "clip"
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """What the noise costs each objective, and whether one loses less than `baseline`.
+
+    Per cell with noise p > 0 other than `baseline`'s, and metric: `cost` (mean over its seeds of metric(p) −
+    metric(0) at the same seed, for the cell and for `baseline`), and the per-seed difference of the two costs,
+    `(cell(p) − cell(0)) − (baseline(p) − baseline(0))` (positive: the cell loses less), with its 95 % t-interval.
+    Only seeds where all four runs finished count."""
+    by_key = {(run["variant"], run.get("noise", 0.0), run["seed"]): run["metrics"] for run in runs}
+    result: dict[str, dict[str, dict[str, Any]]] = {}
+    for variant, noise in dict.fromkeys((run["variant"], run.get("noise", 0.0)) for run in runs):
+        if variant == baseline or not noise:
+            continue
+        result[label(variant, noise)] = {}
+        for metric in metrics:
+            keys = [(variant, noise), (variant, 0.0), (baseline, noise), (baseline, 0.0)]
+            seeds = sorted(
+                seed
+                for (v, p, seed) in by_key
+                if (v, p) == keys[0] and all(metric in by_key.get((*key, seed), {}) for key in keys)
+            )
+            if not seeds:
+                continue
+            values = {seed: [by_key[(*key, seed)][metric] for key in keys] for seed in seeds}
+            pairs = [(seed, (a - b) - (c - d)) for seed, (a, b, c, d) in values.items()]
+            result[label(variant, noise)][metric] = {
+                "cost": statistics.fmean(a - b for a, b, _, _ in values.values()),
+                "baseline_cost": statistics.fmean(c - d for _, _, c, d in values.values()),
+                **_difference_entry(pairs),
+            }
+    return result
+
+
+def cost_table(costs: dict, metrics: list[str], baseline: str = "clip") -> str:
+    """A markdown table of `noise_costs` (in points), `*` where the 95 % interval excludes 0."""
+    lines = [
+        f"| cell | metric | seeds | {baseline}: cost | cell: cost | cell − {baseline} | per seed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for cell, values in costs.items():
+        for metric, name in zip(metrics, _short_names(metrics)):
+            entry = values.get(metric)
+            if entry is None:
+                continue
+            difference = f"{100 * entry['mean']:+.2f}"
+            if "ci95" in entry:
+                low, high = entry["ci95"]
+                difference += f" [{100 * low:+.2f}, {100 * high:+.2f}]" + ("*" if entry["excludes_zero"] else "")
+            per_seed = ", ".join(f"{100 * d:+.2f}" for d in entry["differences"])
+            lines.append(
+                f"| {cell} | {name} | {len(entry['seeds'])} | {100 * entry['baseline_cost']:+.2f} | "
+                f"{100 * entry['cost']:+.2f} | {difference} | {per_seed} |"
+            )
+    return "\n".join(lines)
 
 
 def _cell(value: dict[str, float]) -> str:
@@ -527,6 +590,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     summary = summarise(runs, spec["metrics"])
     differences = paired_differences(runs, spec["metrics"])
+    costs = noise_costs(runs, spec["metrics"])
     result = {
         "data": args.data,
         "date": datetime.date.today().isoformat(),  # of this call; each run's own is in its record
@@ -538,6 +602,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "noise": noise_levels,
         "summary": summary,
         "paired_differences": differences,
+        "noise_costs": costs,
         "runs": runs,
     }
     if any(run.get("analysis") for run in runs):
@@ -554,6 +619,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(table(summary, spec["metrics"]))
     if differences:
         print(difference_table(differences, spec["metrics"]))
+    if costs:
+        print(cost_table(costs, spec["metrics"]))
     print(json.dumps({"data": args.data, "json": str(json_path), "summary": summary}))
     return result
 

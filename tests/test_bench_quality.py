@@ -9,7 +9,7 @@ import statistics
 import pytest
 from test_bench_step import last_json_line, load_bench
 
-from modeling_mcd.arguments import parse_run_args
+from modeling_mcd.trainer.recipe import parse_run_args
 
 quality = load_bench("quality")
 
@@ -95,6 +95,40 @@ def test_noisy_cells_pair_with_clip_at_the_same_noise():
     assert differences["mcd"]["m"]["baseline"] == "clip"
     assert differences["mcd p=0.5"]["m"]["baseline"] == "clip p=0.5"
     assert differences["mcd p=0.5"]["m"]["differences"] == pytest.approx([0.51, 0.51])
+
+
+def test_noise_costs_compare_each_objectives_loss_to_the_noise_seed_by_seed():
+    # metric[variant][noise][seed]; seed 2 of mcd at p = 0.5 is missing (not counted), and mpnce is costed too.
+    table = {
+        "clip": {0.0: [0.50, 0.52, 0.49], 0.5: [0.30, 0.35, 0.31]},
+        "mcd": {0.0: [0.48, 0.50, 0.47], 0.5: [0.40, 0.41]},
+        "mpnce": {0.0: [0.47, 0.49, 0.46], 0.5: [0.20, 0.25, 0.22]},
+    }
+    runs = [
+        _fake_run(variant, seed, value, noise)
+        for variant, levels in table.items()
+        for noise, values in levels.items()
+        for seed, value in enumerate(values)
+    ]
+    costs = quality.noise_costs(runs, ["m"])
+    # The table, in points, with the per-seed differences (metrics are named as the runs name them).
+    renamed = [{**run, "metrics": {"flickr8k_retrieval_image_to_text_R@5": run["metrics"]["m"]}} for run in runs]
+    lines = quality.cost_table(quality.noise_costs(renamed, [*renamed[0]["metrics"]]), [*renamed[0]["metrics"]])
+    assert "| mcd p=0.5 | i2t_R@5 | 2 | -18.50 | -8.50 | +10.00 [" in lines and "| +12.00, +8.00 |" in lines
+    assert set(costs) == {"mcd p=0.5", "mpnce p=0.5"}  # clip is the baseline; p = 0 costs nothing
+    mcd = costs["mcd p=0.5"]["m"]
+    clip_cost = [0.30 - 0.50, 0.35 - 0.52]
+    mcd_cost = [0.40 - 0.48, 0.41 - 0.50]
+    assert mcd["seeds"] == [0, 1]
+    assert mcd["differences"] == pytest.approx([m - c for m, c in zip(mcd_cost, clip_cost)])  # +0.12, +0.08
+    assert mcd["cost"] == pytest.approx(statistics.fmean(mcd_cost))
+    assert mcd["baseline_cost"] == pytest.approx(statistics.fmean(clip_cost))
+    half = 12.706204736174707 * statistics.stdev(mcd["differences"]) / 2**0.5  # t(0.975, 1 degree of freedom)
+    assert mcd["ci95"] == pytest.approx([0.10 - half, 0.10 + half])
+    mpnce = costs["mpnce p=0.5"]["m"]
+    mpnce_minus_clip = [(0.20 - 0.47) - (0.30 - 0.50), (0.25 - 0.49) - (0.35 - 0.52), (0.22 - 0.46) - (0.31 - 0.49)]
+    assert mpnce["seeds"] == [0, 1, 2] and mpnce["differences"] == pytest.approx(mpnce_minus_clip)
+    assert mpnce["excludes_zero"] is (mpnce["ci95"][1] < 0)  # MP-NCE loses more here, at every seed
 
 
 def test_noise_levels_run_seed_major_with_their_flag_and_folder(tmp_path, monkeypatch):
