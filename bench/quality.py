@@ -25,12 +25,23 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from quality_plots import plot_analysis, plot_curves, plot_noise
+from quality_stats import (
+    analysis_summary,
+    cost_table,
+    difference_table,
+    label,
+    noise_costs,
+    paired_differences,
+    summarise,
+    table,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "training" / "configs"
@@ -124,11 +135,6 @@ def run_command(
         "--output_dir", str(output_dir),
         *extra,
     ]  # fmt: skip
-
-
-def label(variant: str, noise: float) -> str:
-    """A cell's name in the summary: the variant, with its caption noise when there is some."""
-    return variant if not noise else f"{variant} p={noise:g}"
 
 
 def curve(output_dir: Path) -> list[dict[str, float]]:
@@ -228,290 +234,6 @@ def analyze_run(data: str, output_dir: Path, samples: int = 1000) -> list[dict[s
         result = json.loads(next(out.glob("*misalignment*.json")).read_text())
         points.append({"step": step, "model": path.name, "encoder": result["encoder"], "spearman": result["spearman"]})
     return points
-
-
-def summarise(runs: list[dict[str, Any]], metrics: list[str]) -> dict[str, dict[str, dict[str, float]]]:
-    """Per cell (variant and noise) and metric: mean, std (sample std over seeds; 0 for one seed) and the seed
-    count."""
-    summary: dict[str, dict[str, dict[str, float]]] = {}
-    for cell in dict.fromkeys(run["label"] for run in runs):
-        mine = [run for run in runs if run["label"] == cell]
-        summary[cell] = {}
-        for metric in metrics:
-            values = [run["metrics"][metric] for run in mine if metric in run["metrics"]]
-            if values:
-                summary[cell][metric] = {
-                    "mean": statistics.fmean(values),
-                    "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                    "n": len(values),
-                }
-    return summary
-
-
-def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
-    """The two-sided Student-t confidence interval of the mean of `values` (at least 2)."""
-    from scipy import stats
-
-    mean, n = statistics.fmean(values), len(values)
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * statistics.stdev(values) / n**0.5
-    return float(mean - half), float(mean + half)
-
-
-def paired_differences(
-    runs: list[dict[str, Any]], metrics: list[str], baseline: str = "clip"
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per cell other than `baseline` at the same noise, and metric: the per-seed differences `cell - baseline`
-    over the seeds both ran (same seed: same initialisation, data order and noisy pairs), their mean, and its 95 %
-    t-interval (with 2 seeds or more). `excludes_zero` says whether the interval lies on one side of 0."""
-    by_key = {(run["label"], run["seed"]): run for run in runs}
-    result: dict[str, dict[str, dict[str, Any]]] = {}
-    for cell in dict.fromkeys(run["label"] for run in runs):
-        mine = [run for run in runs if run["label"] == cell]
-        if mine[0]["variant"] == baseline:
-            continue
-        reference = label(baseline, mine[0].get("noise", 0.0))
-        result[cell] = {}
-        for metric in metrics:
-            pairs = [
-                (run["seed"], run["metrics"][metric] - by_key[(reference, run["seed"])]["metrics"][metric])
-                for run in mine
-                if (reference, run["seed"]) in by_key and metric in run["metrics"]
-            ]
-            if not pairs:
-                continue
-            result[cell][metric] = {"baseline": reference, **_difference_entry(pairs)}
-    return result
-
-
-def _difference_entry(pairs: list[tuple[int, float]]) -> dict[str, Any]:
-    """Per-seed differences `(seed, difference)` -> seeds, differences, their mean and, with 2 seeds or more, its 95 %
-    t-interval; `excludes_zero` says whether the interval lies on one side of 0."""
-    differences = [difference for _, difference in pairs]
-    entry: dict[str, Any] = {
-        "seeds": [seed for seed, _ in pairs],
-        "differences": differences,
-        "mean": statistics.fmean(differences),
-    }
-    if len(differences) > 1:
-        low, high = t_interval(differences)
-        entry.update(ci95=[low, high], excludes_zero=bool(low > 0 or high < 0))
-    return entry
-
-
-def noise_costs(
-    runs: list[dict[str, Any]], metrics: list[str], baseline: str = "clip"
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """What the noise costs each objective, and whether one loses less than `baseline`.
-
-    Per cell with noise p > 0 other than `baseline`'s, and metric: `cost` (mean over its seeds of metric(p) −
-    metric(0) at the same seed, for the cell and for `baseline`), and the per-seed difference of the two costs,
-    `(cell(p) − cell(0)) − (baseline(p) − baseline(0))` (positive: the cell loses less), with its 95 % t-interval.
-    Only seeds where all four runs finished count."""
-    by_key = {(run["variant"], run.get("noise", 0.0), run["seed"]): run["metrics"] for run in runs}
-    result: dict[str, dict[str, dict[str, Any]]] = {}
-    for variant, noise in dict.fromkeys((run["variant"], run.get("noise", 0.0)) for run in runs):
-        if variant == baseline or not noise:
-            continue
-        result[label(variant, noise)] = {}
-        for metric in metrics:
-            keys = [(variant, noise), (variant, 0.0), (baseline, noise), (baseline, 0.0)]
-            seeds = sorted(
-                seed
-                for (v, p, seed) in by_key
-                if (v, p) == keys[0] and all(metric in by_key.get((*key, seed), {}) for key in keys)
-            )
-            if not seeds:
-                continue
-            values = {seed: [by_key[(*key, seed)][metric] for key in keys] for seed in seeds}
-            pairs = [(seed, (a - b) - (c - d)) for seed, (a, b, c, d) in values.items()]
-            result[label(variant, noise)][metric] = {
-                "cost": statistics.fmean(a - b for a, b, _, _ in values.values()),
-                "baseline_cost": statistics.fmean(c - d for _, _, c, d in values.values()),
-                **_difference_entry(pairs),
-            }
-    return result
-
-
-def cost_table(costs: dict, metrics: list[str], baseline: str = "clip") -> str:
-    """A markdown table of `noise_costs` (in points), `*` where the 95 % interval excludes 0."""
-    lines = [
-        f"| cell | metric | seeds | {baseline}: cost | cell: cost | cell − {baseline} | per seed |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for cell, values in costs.items():
-        for metric, name in zip(metrics, _short_names(metrics)):
-            entry = values.get(metric)
-            if entry is None:
-                continue
-            difference = f"{100 * entry['mean']:+.2f}"
-            if "ci95" in entry:
-                low, high = entry["ci95"]
-                difference += f" [{100 * low:+.2f}, {100 * high:+.2f}]" + ("*" if entry["excludes_zero"] else "")
-            per_seed = ", ".join(f"{100 * d:+.2f}" for d in entry["differences"])
-            lines.append(
-                f"| {cell} | {name} | {len(entry['seeds'])} | {100 * entry['baseline_cost']:+.2f} | "
-                f"{100 * entry['cost']:+.2f} | {difference} | {per_seed} |"
-            )
-    return "\n".join(lines)
-
-
-def _cell(value: dict[str, float]) -> str:
-    """Mean ± std in %; one seed has no spread to show."""
-    if value["n"] == 1:
-        return f"{100 * value['mean']:.2f}"
-    return f"{100 * value['mean']:.2f} ± {100 * value['std']:.2f}"
-
-
-def _short_names(metrics: list[str]) -> list[str]:
-    short = [metric.split("_", 1)[1].replace("retrieval_", "").replace("image_to_text", "i2t") for metric in metrics]
-    return [name.replace("text_to_image", "t2i").replace("zero_shot_", "zs ") for name in short]
-
-
-def difference_table(differences: dict, metrics: list[str]) -> str:
-    """A markdown table of the paired differences with clip (in points), `*` where the 95 % interval excludes 0."""
-    lines = ["| cell − clip | seeds | " + " | ".join(_short_names(metrics)) + " |", "|---|---|" + "---|" * len(metrics)]
-    for cell, values in differences.items():
-        n = max((len(v["differences"]) for v in values.values()), default=0)
-        cells = []
-        for metric in metrics:
-            entry = values.get(metric)
-            if entry is None:
-                cells.append("n/a")
-            elif "ci95" in entry:
-                low, high = entry["ci95"]
-                star = "*" if entry["excludes_zero"] else ""
-                cells.append(f"{100 * entry['mean']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]{star}")
-            else:
-                cells.append(f"{100 * entry['mean']:+.2f}")
-        lines.append(f"| {cell} | {n} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def table(summary: dict, metrics: list[str]) -> str:
-    """A markdown table of mean ± std over seeds (in %), one row per variant."""
-    lines = ["| variant | seeds | " + " | ".join(_short_names(metrics)) + " |", "|---|---|" + "---|" * len(metrics)]
-    for variant, values in summary.items():
-        n = max((v["n"] for v in values.values()), default=0)
-        cells = [_cell(values[m]) if m in values else "n/a" for m in metrics]
-        lines.append(f"| {variant} | {n} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def plot_curves(runs: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Training curves against step: the total loss, the contrastive term and the distillation term; one colour per
-    variant, one line style per seed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [("loss", "total loss"), ("contrastive_loss", "contrastive term (CLIP loss or L_con)")]
-    panels.append(("distill_loss", "distillation term λ-weighted (mcd)"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
-    colours = {cell: f"C{k % 10}" for k, cell in enumerate(dict.fromkeys(run["label"] for run in runs))}
-    styles = ["-", "--", ":", "-."]
-    for run in runs:
-        for axis, (key, _) in zip(axes, panels):
-            points = [p for p in run["curve"] if key in p]
-            if points:
-                axis.plot(
-                    [p["step"] for p in points],
-                    [p[key] for p in points],
-                    color=colours[run["label"]],
-                    linestyle=styles[run["seed"] % len(styles)],
-                    label=f"{run['label']} s{run['seed']}",
-                )
-    for axis, (_, name) in zip(axes, panels):
-        axis.set_title(name)
-        axis.set_xlabel("optimizer step")
-        if axis.lines:
-            axis.legend(fontsize=6)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_noise(summary: dict, runs: list[dict[str, Any]], metrics: list[str], path: Path, title: str) -> None:
-    """Each metric against the caption noise p, one line per variant (mean ± std over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.4), squeeze=False)
-    cells = {run["label"]: (run["variant"], run.get("noise", 0.0)) for run in runs}
-    for k, variant in enumerate(dict.fromkeys(variant for variant, _ in cells.values())):
-        points = sorted((noise, cell) for cell, (v, noise) in cells.items() if v == variant)
-        for axis, metric in zip(axes[0], metrics):
-            shown = [(noise, summary[cell][metric]) for noise, cell in points if metric in summary[cell]]
-            if shown:
-                axis.errorbar(
-                    [noise for noise, _ in shown],
-                    [100 * value["mean"] for _, value in shown],
-                    yerr=[100 * value["std"] for _, value in shown],
-                    color=f"C{k}", marker="o", capsize=3, label=variant,
-                )  # fmt: skip
-    for axis, name in zip(axes[0], _short_names(metrics)):
-        axis.set_title(name, fontsize=9)
-        axis.set_xlabel("caption noise p")
-        axis.set_ylabel("%")
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def analysis_summary(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Per cell: the misalignment Spearman of each analysed model, by step and encoder, mean ± std over seeds."""
-    summary: dict[str, list[dict[str, Any]]] = {}
-    for cell in dict.fromkeys(run["label"] for run in runs if run.get("analysis")):
-        points: dict[tuple[int, str, str], list[float]] = {}
-        for run in runs:
-            if run["label"] == cell:
-                for point in run.get("analysis", []):
-                    # A checkpoint is analysed as its EMA teacher (or, trained without one, as its student); the
-                    # exported model is the student.
-                    encoder = "student" if point["model"] == "mcd-model" else point["encoder"]
-                    points.setdefault((point["step"], encoder), []).append(point["spearman"])
-        summary[cell] = [
-            {
-                "step": step,
-                "encoder": encoder,
-                "n": len(values),
-                "mean": statistics.fmean(values),
-                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            }  # fmt: skip
-            for (step, encoder), values in sorted(points.items())
-        ]
-    return summary
-
-
-def plot_analysis(summary: dict[str, list[dict[str, Any]]], path: Path, title: str) -> None:
-    """The misalignment Spearman along the run: one line per cell and encoder (mean ± std over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axis = plt.subplots(figsize=(6, 4))
-    for k, (cell, points) in enumerate(summary.items()):
-        for encoder, style in (("teacher", "-"), ("student", "--")):
-            mine = [p for p in points if p["encoder"] == encoder]
-            if mine:
-                axis.errorbar(
-                    [p["step"] for p in mine], [p["mean"] for p in mine], yerr=[p["std"] for p in mine],
-                    color=f"C{k}", linestyle=style, marker="o", capsize=3, label=f"{cell} {encoder}",
-                )  # fmt: skip
-    axis.axhline(0.0, color="grey", linewidth=0.5)
-    axis.set_xlabel("optimizer step")
-    axis.set_ylabel("Spearman: log distance ratio vs what the crop shows")
-    axis.legend(fontsize=7)
-    axis.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def machine() -> str:

@@ -12,6 +12,7 @@ from test_bench_step import last_json_line, load_bench
 from modeling_mcd.trainer.recipe import parse_run_args
 
 quality = load_bench("quality")
+quality_stats = load_bench("quality_stats")
 
 
 @pytest.mark.parametrize("variant", sorted(quality.VARIANTS))
@@ -67,7 +68,7 @@ def test_smoke_runs_each_variant_and_seed_and_reads_finished_runs_back(tmp_path,
 
 def _fake_run(variant, seed, value, noise=0.0):
     return {
-        "variant": variant, "seed": seed, "noise": noise, "label": quality.label(variant, noise),
+        "variant": variant, "seed": seed, "noise": noise, "label": quality_stats.label(variant, noise),
         "metrics": {"m": value}, "curve": [],
     }  # fmt: skip
 
@@ -77,7 +78,7 @@ def test_paired_differences_pair_seeds_and_give_a_student_t_interval():
     mcd = [0.12, 0.15, 0.11, 0.16, 0.12]  # differences 0.02, 0.03, 0.00, 0.03, 0.03
     runs = [_fake_run("clip", s, v) for s, v in enumerate(clip)] + [_fake_run("mcd", s, v) for s, v in enumerate(mcd)]
     runs.append(_fake_run("mcd", 7, 0.5))  # a seed clip never ran: not paired
-    entry = quality.paired_differences(runs, ["m"])["mcd"]["m"]
+    entry = quality_stats.paired_differences(runs, ["m"])["mcd"]["m"]
     differences = [b - a for a, b in zip(clip, mcd)]
     assert entry["seeds"] == [0, 1, 2, 3, 4] and entry["differences"] == pytest.approx(differences)
     mean, sd = statistics.fmean(differences), statistics.stdev(differences)
@@ -85,13 +86,13 @@ def test_paired_differences_pair_seeds_and_give_a_student_t_interval():
     assert entry["mean"] == pytest.approx(mean)
     assert entry["ci95"] == pytest.approx([mean - half, mean + half])
     assert entry["excludes_zero"] is (mean - half > 0)
-    assert "clip" not in quality.paired_differences(runs, ["m"])
+    assert "clip" not in quality_stats.paired_differences(runs, ["m"])
 
 
 def test_noisy_cells_pair_with_clip_at_the_same_noise():
     runs = [_fake_run("clip", s, 0.1 * s, noise) for s in range(2) for noise in (0.0, 0.5)]
     runs += [_fake_run("mcd", s, 0.1 * s + 0.01 + noise, noise) for s in range(2) for noise in (0.0, 0.5)]
-    differences = quality.paired_differences(runs, ["m"])
+    differences = quality_stats.paired_differences(runs, ["m"])
     assert differences["mcd"]["m"]["baseline"] == "clip"
     assert differences["mcd p=0.5"]["m"]["baseline"] == "clip p=0.5"
     assert differences["mcd p=0.5"]["m"]["differences"] == pytest.approx([0.51, 0.51])
@@ -110,10 +111,10 @@ def test_noise_costs_compare_each_objectives_loss_to_the_noise_seed_by_seed():
         for noise, values in levels.items()
         for seed, value in enumerate(values)
     ]
-    costs = quality.noise_costs(runs, ["m"])
+    costs = quality_stats.noise_costs(runs, ["m"])
     # The table, in points, with the per-seed differences (metrics are named as the runs name them).
     renamed = [{**run, "metrics": {"flickr8k_retrieval_image_to_text_R@5": run["metrics"]["m"]}} for run in runs]
-    lines = quality.cost_table(quality.noise_costs(renamed, [*renamed[0]["metrics"]]), [*renamed[0]["metrics"]])
+    lines = quality_stats.cost_table(quality_stats.noise_costs(renamed, [*renamed[0]["metrics"]]), [*renamed[0]["metrics"]])
     assert "| mcd p=0.5 | i2t_R@5 | 2 | -18.50 | -8.50 | +10.00 [" in lines and "| +12.00, +8.00 |" in lines
     assert set(costs) == {"mcd p=0.5", "mpnce p=0.5"}  # clip is the baseline; p = 0 costs nothing
     mcd = costs["mcd p=0.5"]["m"]
