@@ -151,9 +151,11 @@ def short_names(metrics: list[str]) -> list[str]:
     return [name.replace("text_to_image", "t2i").replace("zero_shot_", "zs ") for name in short]
 
 
-def difference_table(differences: dict, metrics: list[str]) -> str:
-    """A markdown table of the paired differences with clip (in points), `*` where the 95 % interval excludes 0."""
-    lines = ["| cell − clip | seeds | " + " | ".join(short_names(metrics)) + " |", "|---|---|" + "---|" * len(metrics)]
+def difference_table(differences: dict, metrics: list[str], baseline: str = "clip") -> str:
+    """A markdown table of the paired differences with `baseline` (in points), `*` where the 95 % interval excludes
+    0."""
+    header = f"| cell − {baseline} | seeds | " + " | ".join(short_names(metrics)) + " |"
+    lines = [header, "|---|---|" + "---|" * len(metrics)]
     for cell, values in differences.items():
         n = max((len(v["differences"]) for v in values.values()), default=0)
         cells = []

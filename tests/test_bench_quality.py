@@ -116,6 +116,12 @@ def test_noise_costs_compare_each_objectives_loss_to_the_noise_seed_by_seed():
     renamed = [{**run, "metrics": {"flickr8k_retrieval_image_to_text_R@5": run["metrics"]["m"]}} for run in runs]
     lines = quality_stats.cost_table(quality_stats.noise_costs(renamed, [*renamed[0]["metrics"]]), [*renamed[0]["metrics"]])
     assert "| mcd p=0.5 | i2t_R@5 | 2 | -18.50 | -8.50 | +10.00 [" in lines and "| +12.00, +8.00 |" in lines
+    # Against mpnce: what distillation adds to MP-NCE, in the same tables.
+    versus = quality_stats.paired_differences(renamed, [*renamed[0]["metrics"]], "mpnce")
+    assert set(versus) == {"clip", "mcd", "clip p=0.5", "mcd p=0.5"}
+    assert versus["mcd p=0.5"]["flickr8k_retrieval_image_to_text_R@5"]["differences"] == pytest.approx([0.20, 0.16])
+    header = quality_stats.difference_table(versus, [*renamed[0]["metrics"]], "mpnce").splitlines()[0]
+    assert header.startswith("| cell − mpnce | seeds | i2t_R@5 |")
     assert set(costs) == {"mcd p=0.5", "mpnce p=0.5"}  # clip is the baseline; p = 0 costs nothing
     mcd = costs["mcd p=0.5"]["m"]
     clip_cost = [0.30 - 0.50, 0.35 - 0.52]
