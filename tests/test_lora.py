@@ -240,6 +240,33 @@ def test_adapters_without_an_additive_merge_are_refused(tiny_model_dir, tmp_path
         build(tiny_model_dir, peft_config=str(tmp_path))
 
 
+def test_add_adapters_from_python_adapts_the_student_only_and_the_teacher_follows_it():
+    from conftest import tiny_config
+
+    torch.manual_seed(0)
+    model = MCDForPreTraining(tiny_config())
+    with pytest.raises(TypeError, match=r"add_adapters\(peft_config\)"):
+        model.add_adapter(LoraConfig(r=2, target_modules=["query"]))  # transformers' own: would adapt the teacher
+    student = model.add_adapters(LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj", "query", "value"]))
+    assert peft_student(model) is student
+    trainable = {name for name, param in model.named_parameters() if param.requires_grad}
+    assert trainable and all("lora_" in name or name.startswith("mlm_head.") for name in trainable)
+    assert not any(name.startswith("teacher_") and "lora_" in name for name, _ in model.named_parameters())
+    with torch.no_grad():  # B starts at 0: give the adapters a ΔW, then the teacher starts again at W + ΔW
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_()
+    model.reset_teacher()
+    teacher, targets = model.teacher_student_parameters()
+    assert all(torch.equal(t, s) for t, s in zip(teacher, targets))
+    # ...which is not the base weight: the image tower's adapted layers moved the teacher with them.
+    bases = {name: param for name, param in model.mcd.vision_model.named_parameters() if "base_layer.weight" in name}
+    assert bases and any(name.endswith("q_proj.base_layer.weight") for name in bases)
+    merged = effective_weights(model.mcd.vision_model)
+    moved = [name for name, base in bases.items() if not torch.equal(merged[name.replace("base_layer.", "")], base)]
+    assert len(moved) == len(bases)
+
+
 # ------------------------------------------------------------------------------- other starting points
 def tiny_clip_dir(root: Path) -> Path:
     """A tiny `CLIPModel` folder with a CLIP tokenizer (BPE over letters) and image processor, made locally."""

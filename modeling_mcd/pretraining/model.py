@@ -197,6 +197,14 @@ class MCDForPreTraining(MCDPreTrainedModel):
         elif module is head:
             init.zeros_(module.bias)  # the decoder's bias is tied to it, its weight to the word embeddings
 
+    def add_adapter(self, *args, **kwargs):
+        """transformers' `add_adapter` would adapt the whole wrapper, the teacher and the MLM head included, and the
+        teacher would no longer follow the student's effective weights: refused, naming `add_adapters`."""
+        raise TypeError(
+            "MCDForPreTraining.add_adapter would put adapters on the teacher and the MLM head too; use "
+            "add_adapters(peft_config), which adapts the student only and keeps the teacher following it"
+        )
+
     def add_adapters(self, peft_config) -> PeftModel:
         r"""
         Put `peft_config`'s adapters (LoRA, LoHa, LoKr) on the student `self.mcd`, in place; in the student only they
