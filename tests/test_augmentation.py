@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
-from transformers import CLIPImageProcessorPil
 
-from modeling_mcd.data.augmentation import MCDViews, crop_overlap, eval_transform
+from modeling_mcd.data.augmentation import MCDViews, crop_overlap
 
 SIZE = 21
 MEAN = (0.48, 0.46, 0.41)
@@ -144,42 +142,13 @@ def test_crop_overlap_against_naive_and_edge_cases():
         crop_overlap(boxes[:, :3], aug_boxes[:, :3])
 
 
-def test_eval_transform_is_deterministic_and_centre_crops():
-    images = random_images(batch=3, height=SIZE + 7, width=SIZE)  # short side already SIZE: no resampling
-    out = eval_transform(images, SIZE, MEAN, STD)
-    assert torch.equal(out, eval_transform(images, SIZE, MEAN, STD))
-    manual = images[:, :, 3 : 3 + SIZE, :].float() / 255  # (28 - 21) // 2 = 3 rows off the top
-    torch.testing.assert_close(unnormalise(out), manual)
-    wide = random_images(batch=2, height=40, width=31)
-    out = eval_transform(wide, SIZE, MEAN, STD)
-    # Short side 31 -> 21, long side int(21 * 40 / 31) = 27, crop rows (27 - 21) // 2 = 3 .. 24.
-    resized = F.interpolate(wide.float() / 255, size=(27, 21), mode="bicubic", antialias=True).clamp(0, 1)
-    torch.testing.assert_close(unnormalise(out), resized[:, :, 3:24, :])
-
-
-@pytest.mark.parametrize("height, width", [(40, 30), (30, 47)])
-def test_eval_transform_matches_clip_image_processor(height, width):
-    """A peer implementation: transformers' CLIP processor (PIL bicubic, shortest edge, centre crop)."""
-    processor = CLIPImageProcessorPil(size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE})
-    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-    smooth = torch.stack([xs * 5, ys * 5, (xs + ys) * 3]).clamp(0, 255).to(torch.uint8)[None]  # (1, 3, H, W)
-    images = torch.cat([smooth, random_images(batch=2, height=height, width=width)])
-    reference = processor(images=list(images), return_tensors="pt")["pixel_values"]
-    ours = eval_transform(images, SIZE, processor.image_mean, processor.image_std)
-    assert ours.shape == reference.shape == (3, 3, SIZE, SIZE)
-    std = torch.tensor(processor.image_std).view(1, 3, 1, 1)
-    diff = ((ours - reference) * std).abs()  # in [0, 1] pixel units
-    assert diff[0].max() < 0.01  # smooth image: only resampler rounding differs
-    assert diff.mean() < 0.005  # noise: PIL and torch bicubic kernels differ slightly per pixel
-
-
 def test_bad_inputs_raise_clear_errors(views):
     with pytest.raises(ValueError, match="uint8"):
         views(random_images().float())
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         views(random_images()[:, :2])
     with pytest.raises(ValueError, match="uint8"):
-        eval_transform(random_images()[0], SIZE, MEAN, STD)
+        views(random_images()[0])  # (3, H, W): one image, not a batch
     for kwargs, field in [
         (dict(image_size=0), "image_size"),
         (dict(image_mean=(0.5, 0.5)), "image_mean"),

@@ -127,7 +127,8 @@ def test_two_processes_preempted_through_torchrun_resume_bit_exact(tmp_path):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT])
 def test_each_preemption_signal_stops_after_the_step_with_a_save(signum):
-    from modeling_mcd.trainer.preemption import PreemptionCallback, preemption_exit_code
+    from modeling_mcd.trainer.errors import Preempted, exit_status
+    from modeling_mcd.trainer.preemption import PreemptionCallback
 
     callback = PreemptionCallback()
     before = signal.getsignal(signum)
@@ -142,4 +143,4 @@ def test_each_preemption_signal_stops_after_the_step_with_a_save(signum):
     assert control.should_save and control.should_training_stop
     assert (callback.signal, callback.stopped_after) == (signum, 5)
     assert signal.getsignal(signum) == before  # the handlers are given back
-    assert preemption_exit_code(signum) == 128 + signum
+    assert exit_status(Preempted(signum, 5, "checkpoint-5"))[0] == 128 + signum  # the shell's code for the signal

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import kornia.augmentation as K
 import torch
-import torch.nn.functional as F
 
 
 @dataclass
@@ -281,39 +280,4 @@ class MCDViews(torch.nn.Module):
             return self._draw(images, row_offset, total_rows, augmented)
 
 
-def eval_transform(
-    images: torch.Tensor, image_size: int, image_mean: Sequence[float], image_std: Sequence[float]
-) -> torch.Tensor:
-    """Evaluation view (docs/method.md §1): resize the shorter side to `image_size`, centre crop, normalise.
-    No randomness.
-
-    Sizes follow transformers' image processors (`get_resize_output_image_size`, `center_crop`): the longer
-    side becomes `int(image_size * long / short)`, the crop starts at `(side - image_size) // 2`.
-    Resampling is bicubic with antialiasing, close to PIL's bicubic used by CLIP-style processors.
-
-    Args:
-        images (`torch.ByteTensor` of shape `(B, 3, H, W)`): uint8 RGB images.
-        image_size (`int`): side of the square output.
-        image_mean (`Sequence[float]`): per-channel mean.
-        image_std (`Sequence[float]`): per-channel std.
-
-    Returns:
-        `torch.FloatTensor` of shape `(B, 3, image_size, image_size)`: normalised pixel values.
-    """
-    _check_images(images)
-    if not isinstance(image_size, int) or image_size <= 0:
-        raise ValueError(f"`image_size` must be a positive int, got {image_size!r}")
-    _check_mean_std(image_mean, image_std)
-    height, width = images.shape[-2:]
-    short, long = min(height, width), max(height, width)
-    new_long = int(image_size * long / short)
-    new_size = (image_size, new_long) if height <= width else (new_long, image_size)
-    x = images.float() / 255.0  # (B, 3, H, W)
-    if (height, width) != new_size:
-        x = F.interpolate(x, size=new_size, mode="bicubic", align_corners=False, antialias=True).clamp(0.0, 1.0)
-    top, left = (new_size[0] - image_size) // 2, (new_size[1] - image_size) // 2
-    x = x[:, :, top : top + image_size, left : left + image_size]  # (B, 3, S, S)
-    return _normalize(x, image_mean, image_std)
-
-
-__all__ = ["MCDViews", "ViewsOutput", "crop_overlap", "eval_transform"]
+__all__ = ["MCDViews", "ViewsOutput", "crop_overlap"]

@@ -34,11 +34,6 @@ logger = logging.get_logger(__name__)
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
-def preemption_exit_code(signum: int) -> int:
-    """The exit code of a run preempted by `signum`: 128 + its number, the shell's code for a process it ended."""
-    return 128 + int(signum)
-
-
 class PreemptionCallback(TrainerCallback):
     """
     Stops training after the optimizer step during which a preemption signal arrived, with a checkpoint.
@@ -99,4 +94,4 @@ class PreemptionCallback(TrainerCallback):
         )
 
 
-__all__ = ["PREEMPTION_SIGNALS", "PreemptionCallback", "preemption_exit_code"]
+__all__ = ["PREEMPTION_SIGNALS", "PreemptionCallback"]
