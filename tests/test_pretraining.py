@@ -304,3 +304,20 @@ def test_missing_mlm_inputs_raise_when_the_objective_uses_mlm(missing):
     with pytest.raises(ValueError, match="mlm_input_ids"):
         _model("mcd", use_mlm=True)(**batch)
     assert set(_model("mcd", use_mlm=False)(**batch).losses) == {"contrastive_loss", *DISTILL_TERMS, "loss"}
+
+
+def test_the_output_flattens_to_its_tensors_as_ddp_sees_them():
+    """DDP routes a forward's output tensors through its backward hooks (`find_unused_parameters`, `static_graph`) by
+    flattening the output as a pytree: the objective's tensors inside `objective_inputs` must be leaves, not hidden in
+    one opaque object."""
+    import torch.utils._pytree as pytree
+
+    model = _model("mcd").eval()
+    out = model(**_batch(), alpha=0.3)
+    leaves, spec = pytree.tree_flatten(out)
+    inputs = out.objective_inputs
+    expected = [value for value in vars(inputs).values() if value is not None]
+    assert len(expected) >= 8  # u, ũ, v, ū, ū̃, MLM logits and labels, the scale
+    assert all(any(leaf is value for leaf in leaves) for value in expected)
+    rebuilt = pytree.tree_unflatten(leaves, spec)
+    assert torch.equal(rebuilt.objective_inputs.teacher_image_embeds, inputs.teacher_image_embeds)

@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
+import torch.utils._pytree as pytree
 
 #: The student's embeddings: gathered across processes with gradient.
 STUDENT_FIELDS = ("image_embeds", "aug_image_embeds", "text_embeds")
@@ -58,6 +59,12 @@ class ObjectiveInputs:
     def embeddings(self) -> dict[str, torch.Tensor | None]:
         """The student and teacher embeddings by field name (`STUDENT_FIELDS` + `TEACHER_FIELDS`)."""
         return {name: getattr(self, name) for name in (*STUDENT_FIELDS, *TEACHER_FIELDS)}
+
+
+# A pytree node, as transformers makes every `ModelOutput`: DDP flattens a forward's output to route its tensors through
+# its backward hooks (`find_unused_parameters`, `static_graph`), and would otherwise see this dataclass as one opaque
+# leaf inside `MCDPreTrainingOutput`.
+pytree.register_dataclass(ObjectiveInputs)
 
 
 __all__ = ["ObjectiveInputs", "STUDENT_FIELDS", "TEACHER_FIELDS"]
