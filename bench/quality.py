@@ -314,14 +314,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     differences = paired_differences(runs, spec["metrics"])
     costs = noise_costs(runs, spec["metrics"])
     # With mpnce in the grid, each mcd cell against it too: what the distillation terms add to MP-NCE.
-    distilled = {variant for variant in variants if variant.startswith("mcd")} if "mpnce" in variants else set()
-    vs_mpnce = {
-        name: {cell: value for cell, value in table_.items() if cell.split()[0] in distilled}
-        for name, table_ in (
-            ("paired_differences", paired_differences(runs, spec["metrics"], "mpnce")),
-            ("noise_costs", noise_costs(runs, spec["metrics"], "mpnce")),
-        )
-    }
+    vs_mpnce = None
+    if "mpnce" in variants:
+        distilled = {run["label"] for run in runs if run["variant"].startswith("mcd")}
+        vs_mpnce = {
+            "paired_differences": paired_differences(runs, spec["metrics"], "mpnce"),
+            "noise_costs": noise_costs(runs, spec["metrics"], "mpnce"),
+        }
+        vs_mpnce = {
+            name: {cell: v for cell, v in cells.items() if cell in distilled} for name, cells in vs_mpnce.items()
+        }
     result = {
         "data": args.data,
         "date": datetime.date.today().isoformat(),  # of this call; each run's own is in its record
@@ -334,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "summary": summary,
         "paired_differences": differences,
         "noise_costs": costs,
-        "versus_mpnce": vs_mpnce if distilled else None,
+        "versus_mpnce": vs_mpnce,
         "runs": runs,
     }
     if any(run.get("analysis") for run in runs):
@@ -353,7 +355,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(difference_table(differences, spec["metrics"]))
     if costs:
         print(cost_table(costs, spec["metrics"]))
-    if distilled:
+    if vs_mpnce:
         print(difference_table(vs_mpnce["paired_differences"], spec["metrics"], "mpnce"))
         print(cost_table(vs_mpnce["noise_costs"], spec["metrics"], "mpnce"))
     print(json.dumps({"data": args.data, "json": str(json_path), "summary": summary}))
