@@ -34,7 +34,6 @@ from functools import partial
 from pathlib import Path
 
 import datasets
-import torch
 import transformers
 from transformers import set_seed
 
@@ -69,6 +68,7 @@ from modeling_mcd.trainer.resume_checks import (
 )
 from modeling_mcd.trainer.run_checks import check_batches, check_steps_taken, check_text_positions
 from modeling_mcd.trainer.run_lock import lock_run_folder
+from modeling_mcd.trainer.teardown import exit_before_finalization, release_process_groups
 from modeling_mcd.trainer.training_arguments import MCDTrainingArguments
 
 logger = logging.getLogger("run_mcd")
@@ -349,13 +349,19 @@ def _run(argv, model_args, data_args, training_args, hub_target, checkpoint, sta
 def cli_main(argv: list[str] | None = None) -> int:
     """`main` as a command: returns the exit code, and prints a problem to fix as one `run_mcd.py: error:` line
     (with its traceback when `MCD_DEBUG=1`), a bug with its traceback (see the module docstring for the codes)."""
+    code, _ = _run_and_release(argv)
+    return code
+
+
+def _run_and_release(argv: list[str] | None) -> tuple[int, bool]:
+    """The exit code, and whether the run had process groups (released here, before the interpreter exits)."""
+    code = 1
     try:
-        return _exit_code(argv)
+        code = _exit_code(argv)
     finally:
-        # A process that exits with its gloo group still up can abort in the group's destructor (std::terminate)
-        # while the other processes still use their end of it.
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        # A gloo group whose threads outlive `main` can abort the process in the interpreter's finalisation.
+        distributed = release_process_groups()
+    return code, distributed
 
 
 def _exit_code(argv: list[str] | None) -> int:
@@ -381,4 +387,7 @@ def _exit_code(argv: list[str] | None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli_main())
+    exit_code, was_distributed = _run_and_release(None)
+    if was_distributed:  # a group may still be alive (DeepSpeed keeps the world group): leave before the teardown
+        exit_before_finalization(exit_code)
+    sys.exit(exit_code)
