@@ -187,14 +187,18 @@ def analysis_summary(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any
     """Per cell: the misalignment Spearman of each analysed model, by step and encoder, mean ± std over seeds."""
     summary: dict[str, list[dict[str, Any]]] = {}
     for cell in dict.fromkeys(run["label"] for run in runs if run.get("analysis")):
-        points: dict[tuple[int, str, str], list[float]] = {}
+        points: dict[tuple[int, str], list[float]] = {}
         for run in runs:
             if run["label"] == cell:
+                seen: set[tuple[int, str]] = set()
                 for point in run.get("analysis", []):
                     # A checkpoint is analysed as its EMA teacher (or, trained without one, as its student); the
-                    # exported model is the student.
-                    encoder = "student" if point["model"] == "mcd-model" else point["encoder"]
-                    points.setdefault((point["step"], encoder), []).append(point["spearman"])
+                    # exported model is the student. Without a teacher the last checkpoint and the exported model
+                    # are one model: it counts once per run.
+                    key = (point["step"], "student" if point["model"] == "mcd-model" else point["encoder"])
+                    if key not in seen:
+                        seen.add(key)
+                        points.setdefault(key, []).append(point["spearman"])
         summary[cell] = [
             {
                 "step": step,

@@ -89,6 +89,47 @@ def test_paired_differences_pair_seeds_and_give_a_student_t_interval():
     assert "clip" not in quality_stats.paired_differences(runs, ["m"])
 
 
+def test_analysis_summary_counts_each_model_once_per_run():
+    def point(step, model, encoder, rho):
+        return {"step": step, "model": model, "encoder": encoder, "spearman": rho}
+
+    clip_rhos = [(-0.20, -0.18), (-0.22, -0.16), (-0.21, -0.19)]  # per seed: step 250, step 500
+    teacher_rhos = [(-0.10, -0.30), (-0.12, -0.26), (-0.08, -0.28)]
+    student_rhos = [-0.25, -0.27, -0.29]
+    runs = []
+    for seed in range(3):
+        (c250, c500), (t250, t500) = clip_rhos[seed], teacher_rhos[seed]
+        # clip: its last checkpoint and its exported model are one model (the same rho), analysed twice.
+        clip = [point(250, "checkpoint-250", "student", c250), point(500, "checkpoint-500", "student", c500)]
+        runs.append({"label": "clip", "seed": seed, "analysis": [*clip, point(500, "mcd-model", "model", c500)]})
+        mcd = [point(250, "checkpoint-250", "teacher", t250), point(500, "checkpoint-500", "teacher", t500)]
+        runs.append(
+            {"label": "mcd", "seed": seed, "analysis": [*mcd, point(500, "mcd-model", "model", student_rhos[seed])]}
+        )
+    runs.append({"label": "mpnce", "seed": 0})  # not analysed: no cell
+    summary = quality_stats.analysis_summary(runs)
+    assert set(summary) == {"clip", "mcd"}
+
+    def expected(step, encoder, values):
+        return {
+            "step": step,
+            "encoder": encoder,
+            "n": 3,
+            "mean": statistics.fmean(values),
+            "std": statistics.stdev(values),
+        }
+
+    assert summary["clip"] == [
+        pytest.approx(expected(250, "student", [c[0] for c in clip_rhos])),
+        pytest.approx(expected(500, "student", [c[1] for c in clip_rhos])),
+    ]
+    assert summary["mcd"] == [
+        pytest.approx(expected(250, "teacher", [t[0] for t in teacher_rhos])),
+        pytest.approx(expected(500, "student", student_rhos)),
+        pytest.approx(expected(500, "teacher", [t[1] for t in teacher_rhos])),
+    ]
+
+
 def test_noisy_cells_pair_with_clip_at_the_same_noise():
     runs = [_fake_run("clip", s, 0.1 * s, noise) for s in range(2) for noise in (0.0, 0.5)]
     runs += [_fake_run("mcd", s, 0.1 * s + 0.01 + noise, noise) for s in range(2) for noise in (0.0, 0.5)]
@@ -114,7 +155,9 @@ def test_noise_costs_compare_each_objectives_loss_to_the_noise_seed_by_seed():
     costs = quality_stats.noise_costs(runs, ["m"])
     # The table, in points, with the per-seed differences (metrics are named as the runs name them).
     renamed = [{**run, "metrics": {"flickr8k_retrieval_image_to_text_R@5": run["metrics"]["m"]}} for run in runs]
-    lines = quality_stats.cost_table(quality_stats.noise_costs(renamed, [*renamed[0]["metrics"]]), [*renamed[0]["metrics"]])
+    lines = quality_stats.cost_table(
+        quality_stats.noise_costs(renamed, [*renamed[0]["metrics"]]), [*renamed[0]["metrics"]]
+    )
     assert "| mcd p=0.5 | i2t_R@5 | 2 | -18.50 | -8.50 | +10.00 [" in lines and "| +12.00, +8.00 |" in lines
     # Against mpnce: what distillation adds to MP-NCE, in the same tables.
     versus = quality_stats.paired_differences(renamed, [*renamed[0]["metrics"]], "mpnce")
