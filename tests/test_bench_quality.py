@@ -13,6 +13,7 @@ from modeling_mcd.trainer.recipe import parse_run_args
 
 quality = load_bench("quality")
 quality_stats = load_bench("quality_stats")
+quality_select = load_bench("quality_select")
 
 
 @pytest.mark.parametrize("variant", sorted(quality.VARIANTS))
@@ -202,3 +203,44 @@ def test_noise_levels_run_seed_major_with_their_flag_and_folder(tmp_path, monkey
         assert noisy == ("synthetic_noise0.5" in str(output_dir))
         if noisy:
             assert command[command.index("--caption_noise") + 1] == "0.5"
+
+
+def _study(path, command_flags, values):
+    """A study JSON as bench/quality.py writes it: `values` maps (variant, seed) to the criterion."""
+    runs = [
+        {"variant": variant, "seed": seed, "metrics": {"flickr8k_retrieval_mean_recall": value}}
+        for (variant, seed), value in values.items()
+    ]
+    command = "python bench/quality.py --data flickr8k --json x.json" + (
+        f" -- {command_flags}" if command_flags else ""
+    )
+    path.write_text(json.dumps({"command": command, "runs": runs}))
+    return path
+
+
+def test_selection_compares_each_objectives_settings_on_their_common_seeds(tmp_path, capsys):
+    lambda1 = _study(
+        tmp_path / "quality_val_lambda1.json",
+        "--eval_retrieval_split val",
+        {("clip", 0): 0.050, ("clip", 1): 0.054, ("clip", 2): 0.052, ("mcd", 0): 0.049, ("mcd", 1): 0.051},
+    )
+    lambda10 = _study(
+        tmp_path / "quality_val_lambda10.json",
+        "--eval_retrieval_split val --lambda_dist 10",
+        {("mcd", 0): 0.052, ("mcd", 1): 0.050, ("mcd", 2): 0.070},  # seed 2: not in every mcd candidate
+    )
+    assert quality_select.main([str(lambda1), str(lambda10), "--json", str(tmp_path / "choice.json")]) == 0
+    choice = json.loads((tmp_path / "choice.json").read_text())
+    by_key = {(c["study"], c["variant"]): c for c in choice["candidates"]}
+    assert by_key[("val_lambda1", "clip")]["seeds"] == [0, 1, 2]
+    assert by_key[("val_lambda10", "mcd")]["seeds"] == [0, 1]  # the seeds both mcd settings have
+    assert by_key[("val_lambda10", "mcd")]["mean"] == pytest.approx(statistics.fmean([0.052, 0.050]))
+    assert by_key[("val_lambda1", "mcd")]["std"] == pytest.approx(statistics.stdev([0.049, 0.051]))
+    assert choice["best"]["mcd"]["flags"] == "--eval_retrieval_split val --lambda_dist 10"  # 5.10 against 5.00
+    assert choice["best"]["clip"]["study"] == "val_lambda1"
+    assert "best mcd: --eval_retrieval_split val --lambda_dist 10 (val_lambda10)" in capsys.readouterr().out
+
+
+def test_selection_names_a_missing_study_file(tmp_path, capsys):
+    assert quality_select.main([str(tmp_path / "nowhere.json")]) == 2
+    assert "nowhere.json" in capsys.readouterr().err
