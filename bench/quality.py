@@ -357,7 +357,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(cost_table(costs, spec["metrics"]))
     if vs_mpnce:
         print(difference_table(vs_mpnce["paired_differences"], spec["metrics"], "mpnce"))
-        print(cost_table(vs_mpnce["noise_costs"], spec["metrics"], "mpnce"))
+        if vs_mpnce["noise_costs"]:  # only a grid with noise levels has costs
+            print(cost_table(vs_mpnce["noise_costs"], spec["metrics"], "mpnce"))
     print(json.dumps({"data": args.data, "json": str(json_path), "summary": summary}))
     return result
 
