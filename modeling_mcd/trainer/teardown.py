@@ -4,10 +4,12 @@
 `torch.distributed.destroy_process_group()` shuts the groups down and forgets them, but a gloo group's worker and
 transport threads end only when its last reference goes. DeepSpeed keeps its own references (a clone of the world
 group, in `deepspeed.utils.groups`), and the trainer's engine holds more in reference cycles; so those threads used to
-outlive `main` and meet the interpreter's finalisation, where a thread that still drops a tensor needs the GIL and the
-process aborts (`terminate called without an active exception`, SIGABRT) after a run that had finished and saved
-everything. `release_process_groups` ends them while the interpreter is whole; DeepSpeed still keeps a reference to the
-world group somewhere Python cannot reach, so a DeepSpeed process then leaves by `exit_before_finalization`, which runs
+outlive `main` (seen: both groups' threads alive in the `atexit` handlers of a ZeRO-2 run) and meet the interpreter's
+finalisation, where a C++ thread that needs the GIL is torn down; once in CI a process of a run that had finished and
+saved everything aborted there (`terminate called without an active exception`, SIGABRT).
+
+`release_process_groups` ends them while the interpreter is whole. DeepSpeed still keeps a reference to the world group
+somewhere Python cannot reach, so a distributed run's process then leaves by `exit_before_finalization`, which runs
 everything a normal exit runs except the finalisation itself.
 """
 
