@@ -318,11 +318,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "mpnce" in variants:
         distilled = {run["label"] for run in runs if run["variant"].startswith("mcd")}
         vs_mpnce = {
-            "paired_differences": paired_differences(runs, spec["metrics"], "mpnce"),
-            "noise_costs": noise_costs(runs, spec["metrics"], "mpnce"),
-        }
-        vs_mpnce = {
-            name: {cell: v for cell, v in cells.items() if cell in distilled} for name, cells in vs_mpnce.items()
+            name: {cell: value for cell, value in cells.items() if cell in distilled}
+            for name, cells in (
+                ("paired_differences", paired_differences(runs, spec["metrics"], "mpnce")),
+                ("noise_costs", noise_costs(runs, spec["metrics"], "mpnce")),
+            )
         }
     result = {
         "data": args.data,

@@ -355,7 +355,6 @@ def cli_main(argv: list[str] | None = None) -> int:
 
 def _run_and_release(argv: list[str] | None) -> tuple[int, bool]:
     """The exit code, and whether the run had process groups (released here, before the interpreter exits)."""
-    code = 1
     try:
         code = _exit_code(argv)
     finally:
