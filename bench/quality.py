@@ -34,6 +34,7 @@ from typing import Any
 from quality_plots import plot_analysis, plot_curves, plot_noise
 from quality_stats import (
     analysis_summary,
+    analysis_table,
     cost_table,
     difference_table,
     label,
@@ -359,6 +360,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(difference_table(vs_mpnce["paired_differences"], spec["metrics"], "mpnce"))
         if vs_mpnce["noise_costs"]:  # only a grid with noise levels has costs
             print(cost_table(vs_mpnce["noise_costs"], spec["metrics"], "mpnce"))
+    if "analysis" in result:
+        print(analysis_table(result["analysis"]))
     print(json.dumps({"data": args.data, "json": str(json_path), "summary": summary}))
     return result
 

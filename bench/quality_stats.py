@@ -210,3 +210,23 @@ def analysis_summary(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any
             for (step, encoder), values in sorted(points.items())
         ]
     return summary
+
+
+def analysis_table(summary: dict[str, list[dict[str, Any]]]) -> str:
+    """A markdown table of `analysis_summary`: one row per step, one column per cell and encoder (in the order
+    they first appear), each entry the misalignment Spearman's mean ± std over seeds; empty where that model was not
+    analysed at that step (an `mcd` student only at the end)."""
+    columns = list(dict.fromkeys((cell, p["encoder"]) for cell, points in summary.items() for p in points))
+    values = {(cell, p["encoder"], p["step"]): p for cell, points in summary.items() for p in points}
+    steps = sorted({p["step"] for points in summary.values() for p in points})
+    lines = [
+        "| step | " + " | ".join(f"{cell} {encoder}" for cell, encoder in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for step in steps:
+        cells = []
+        for cell, encoder in columns:
+            point = values.get((cell, encoder, step))
+            cells.append("" if point is None else f"{point['mean']:+.3f} ± {point['std']:.3f} ({point['n']})")
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -131,6 +131,28 @@ def test_analysis_summary_counts_each_model_once_per_run():
     ]
 
 
+def test_analysis_table_puts_each_model_in_its_column_and_step_row():
+    def entry(step, encoder, mean, std, n=3):
+        return {"step": step, "encoder": encoder, "n": n, "mean": mean, "std": std}
+
+    summary = {
+        "clip": [entry(250, "student", -0.2071, 0.0066), entry(500, "student", -0.1958, 0.003)],
+        "mcd": [
+            entry(250, "teacher", -0.25, 0.009),
+            entry(500, "student", -0.261, 0.004, 2),
+            entry(500, "teacher", 0.01, 0.0),
+        ],
+    }
+    lines = quality_stats.analysis_table(summary).splitlines()
+    assert [cell.strip() for cell in lines[0].strip("|").split("|")] == [
+        "step", "clip student", "mcd teacher", "mcd student"
+    ]  # fmt: skip
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")[1:]] for line in lines[2:]}
+    assert rows["250"] == ["-0.207 ± 0.007 (3)", "-0.250 ± 0.009 (3)", ""]  # no student analysed at step 250
+    assert rows["500"] == ["-0.196 ± 0.003 (3)", "+0.010 ± 0.000 (3)", "-0.261 ± 0.004 (2)"]
+    assert len(lines) == 4
+
+
 def test_noisy_cells_pair_with_clip_at_the_same_noise():
     runs = [_fake_run("clip", s, 0.1 * s, noise) for s in range(2) for noise in (0.0, 0.5)]
     runs += [_fake_run("mcd", s, 0.1 * s + 0.01 + noise, noise) for s in range(2) for noise in (0.0, 0.5)]
