@@ -7,8 +7,10 @@
 
 Each JSON is one study (one setting: its flags after `--`); each of its variants is a candidate for that objective.
 For every (study, variant): the criterion's mean ± std over the seeds every candidate of the objective has (so
-settings are compared on the same seeds), the seeds themselves, and the winner per objective (highest mean). It
-trains nothing; the settings are then run on test with `bench/quality.py` (docs/results.md §3).
+settings are compared on the same seeds), the seeds themselves, and the winner per objective (highest mean). Then,
+per study that ran the baseline (`--baseline`, default `clip`), each other objective's paired difference of the
+criterion with it (same seed), mean and 95 % t-interval: how the gap moves with the setting. It trains nothing;
+the settings are then run on test with `bench/quality.py` (docs/results.md §3).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import statistics
 import sys
 from pathlib import Path
 from typing import Any
+
+from quality_stats import paired_differences
 
 DEFAULT_METRIC = "flickr8k_retrieval_mean_recall"  # evaluated on val by the sweep's `--eval_retrieval_split val`
 
@@ -62,10 +66,25 @@ def best_per_objective(found: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
     return best
 
 
+def paired_with_baseline(studies: dict[str, dict[str, Any]], metric: str, baseline: str) -> list[dict[str, Any]]:
+    """Per study that ran `baseline`, per other objective: its paired differences of `metric` with `baseline` over
+    the seeds both ran (`quality_stats.paired_differences`), labelled with the study."""
+    rows: list[dict[str, Any]] = []
+    for name, study in studies.items():
+        runs = [{**run, "label": run.get("label", run["variant"])} for run in study["runs"]]
+        for cell, by_metric in paired_differences(runs, [metric], baseline).items():
+            if metric in by_metric:
+                rows.append(
+                    {"study": name, "flags": study_flags(study["command"]), "variant": cell, **by_metric[metric]}
+                )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("studies", nargs="+", type=Path, help="the val studies' JSON files (bench/quality.py --json)")
     parser.add_argument("--metric", default=DEFAULT_METRIC, help=f"the criterion (default: {DEFAULT_METRIC})")
+    parser.add_argument("--baseline", default="clip", help="pair every other objective with it, per study")
     parser.add_argument("--json", type=Path, help="write the table and the choice here")
     args = parser.parse_args(argv)
     studies: dict[str, dict[str, Any]] = {}
@@ -81,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"quality_select.py: error: a run lacks the metric or field {error}", file=sys.stderr)
         return 2
     best = best_per_objective(found)
+    paired = paired_with_baseline(studies, args.metric, args.baseline)
     print(f"| objective | setting (study) | seeds | {args.metric} (%) |\n|---|---|---|---|")
     for entry in sorted(found, key=lambda e: (e["variant"], -e["mean"])):
         mark = "**" if best.get(entry["variant"]) is entry else ""
@@ -91,8 +111,20 @@ def main(argv: list[str] | None = None) -> int:
         )
     for objective, entry in best.items():
         print(f"best {objective}: {entry['flags']} ({entry['study']})")
+    if paired:
+        print(f"\n| study | cell − {args.baseline} | seeds | {args.metric}, paired (points) |\n|---|---|---|---|")
+        for row in paired:
+            if "ci95" in row:
+                low, high = row["ci95"]
+                star = "*" if row["excludes_zero"] else ""
+                value = f"{100 * row['mean']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]{star}"
+            else:  # one common seed: no interval
+                value = f"{100 * row['mean']:+.2f}"
+            seeds = ",".join(map(str, row["seeds"]))
+            print(f"| {row['study']} | `{row['variant']}` | {seeds} | {value} |")
     if args.json:
-        args.json.write_text(json.dumps({"metric": args.metric, "candidates": found, "best": best}, indent=1) + "\n")
+        choice = {"metric": args.metric, "candidates": found, "best": best, "paired": paired}
+        args.json.write_text(json.dumps(choice, indent=1) + "\n")
     return 0
 
 

@@ -260,7 +260,17 @@ def test_selection_compares_each_objectives_settings_on_their_common_seeds(tmp_p
     assert by_key[("val_lambda1", "mcd")]["std"] == pytest.approx(statistics.stdev([0.049, 0.051]))
     assert choice["best"]["mcd"]["flags"] == "--eval_retrieval_split val --lambda_dist 10"  # 5.10 against 5.00
     assert choice["best"]["clip"]["study"] == "val_lambda1"
-    assert "best mcd: --eval_retrieval_split val --lambda_dist 10 (val_lambda10)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "best mcd: --eval_retrieval_split val --lambda_dist 10 (val_lambda10)" in out
+    # Paired with clip: only the study that ran clip, over the seeds both ran (0, 1), by hand.
+    (paired,) = choice["paired"]
+    differences = [0.049 - 0.050, 0.051 - 0.054]
+    assert (paired["study"], paired["variant"], paired["seeds"]) == ("val_lambda1", "mcd", [0, 1])
+    assert paired["differences"] == pytest.approx(differences)
+    half = 12.706 * statistics.stdev(differences) / 2**0.5  # t(1) at 97.5 %
+    mean = statistics.fmean(differences)
+    assert paired["ci95"] == pytest.approx([mean - half, mean + half], rel=1e-4)
+    assert f"| val_lambda1 | `mcd` | 0,1 | {100 * mean:+.2f} [" in out
 
 
 def test_selection_names_a_missing_study_file(tmp_path, capsys):
