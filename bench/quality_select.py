@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from quality_stats import paired_differences
+from quality_stats import difference_cell, paired_differences
 
 DEFAULT_METRIC = "flickr8k_retrieval_mean_recall"  # evaluated on val by the sweep's `--eval_retrieval_split val`
 
@@ -34,15 +34,11 @@ def study_flags(command: str) -> str:
 
 
 def candidates(studies: dict[str, dict[str, Any]], metric: str) -> list[dict[str, Any]]:
-    """Every (study, variant) and its criterion, on the seeds that all candidates of its objective have."""
+    """Every (study, run label) and its criterion, on the seeds that all candidates of its objective have."""
     found: list[dict[str, Any]] = []
     for name, study in studies.items():
-        # A run's label is its variant, with its caption noise if any (noise levels are different data, not settings).
-        labels = [run.get("label", run["variant"]) for run in study["runs"]]
-        for variant in dict.fromkeys(labels):
-            values = {
-                run["seed"]: run["metrics"][metric] for run, label in zip(study["runs"], labels) if label == variant
-            }
+        for variant in dict.fromkeys(run["label"] for run in study["runs"]):
+            values = {run["seed"]: run["metrics"][metric] for run in study["runs"] if run["label"] == variant}
             found.append({"study": name, "flags": study_flags(study["command"]), "variant": variant, "values": values})
     for objective in dict.fromkeys(entry["variant"] for entry in found):
         group = [entry for entry in found if entry["variant"] == objective]
@@ -71,8 +67,7 @@ def paired_with_baseline(studies: dict[str, dict[str, Any]], metric: str, baseli
     the seeds both ran (`quality_stats.paired_differences`), labelled with the study."""
     rows: list[dict[str, Any]] = []
     for name, study in studies.items():
-        runs = [{**run, "label": run.get("label", run["variant"])} for run in study["runs"]]
-        for cell, by_metric in paired_differences(runs, [metric], baseline).items():
+        for cell, by_metric in paired_differences(study["runs"], [metric], baseline).items():
             if metric in by_metric:
                 rows.append(
                     {"study": name, "flags": study_flags(study["command"]), "variant": cell, **by_metric[metric]}
@@ -95,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"quality_select.py: error: {path}: {error}", file=sys.stderr)
             return 2
     try:
+        for study in studies.values():
+            for run in study["runs"]:
+                # A run's label is its variant, with its caption noise if any (noise levels are different data, not
+                # settings); a record without one ran at no noise.
+                run.setdefault("label", run["variant"])
         found = candidates(studies, args.metric)
     except KeyError as error:
         print(f"quality_select.py: error: a run lacks the metric or field {error}", file=sys.stderr)
@@ -114,14 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     if paired:
         print(f"\n| study | cell − {args.baseline} | seeds | {args.metric}, paired (points) |\n|---|---|---|---|")
         for row in paired:
-            if "ci95" in row:
-                low, high = row["ci95"]
-                star = "*" if row["excludes_zero"] else ""
-                value = f"{100 * row['mean']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]{star}"
-            else:  # one common seed: no interval
-                value = f"{100 * row['mean']:+.2f}"
             seeds = ",".join(map(str, row["seeds"]))
-            print(f"| {row['study']} | `{row['variant']}` | {seeds} | {value} |")
+            print(f"| {row['study']} | `{row['variant']}` | {seeds} | {difference_cell(row)} |")
     if args.json:
         choice = {"metric": args.metric, "candidates": found, "best": best, "paired": paired}
         args.json.write_text(json.dumps(choice, indent=1) + "\n")

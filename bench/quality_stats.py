@@ -127,16 +127,23 @@ def cost_table(costs: dict, metrics: list[str], baseline: str = "clip") -> str:
             entry = values.get(metric)
             if entry is None:
                 continue
-            difference = f"{100 * entry['mean']:+.2f}"
-            if "ci95" in entry:
-                low, high = entry["ci95"]
-                difference += f" [{100 * low:+.2f}, {100 * high:+.2f}]" + ("*" if entry["excludes_zero"] else "")
+            difference = difference_cell(entry)
             per_seed = ", ".join(f"{100 * d:+.2f}" for d in entry["differences"])
             lines.append(
                 f"| {cell} | {name} | {len(entry['seeds'])} | {100 * entry['baseline_cost']:+.2f} | "
                 f"{100 * entry['cost']:+.2f} | {difference} | {per_seed} |"
             )
     return "\n".join(lines)
+
+
+def difference_cell(entry: dict[str, Any]) -> str:
+    """A paired difference in points: its mean, with its 95 % interval and `*` where that excludes 0 (2 seeds or
+    more; one seed has no interval)."""
+    if "ci95" not in entry:
+        return f"{100 * entry['mean']:+.2f}"
+    low, high = entry["ci95"]
+    star = "*" if entry["excludes_zero"] else ""
+    return f"{100 * entry['mean']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]{star}"
 
 
 def _cell(value: dict[str, float]) -> str:
@@ -158,17 +165,7 @@ def difference_table(differences: dict, metrics: list[str], baseline: str = "cli
     lines = [header, "|---|---|" + "---|" * len(metrics)]
     for cell, values in differences.items():
         n = max((len(v["differences"]) for v in values.values()), default=0)
-        cells = []
-        for metric in metrics:
-            entry = values.get(metric)
-            if entry is None:
-                cells.append("n/a")
-            elif "ci95" in entry:
-                low, high = entry["ci95"]
-                star = "*" if entry["excludes_zero"] else ""
-                cells.append(f"{100 * entry['mean']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]{star}")
-            else:
-                cells.append(f"{100 * entry['mean']:+.2f}")
+        cells = [difference_cell(values[metric]) if metric in values else "n/a" for metric in metrics]
         lines.append(f"| {cell} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
